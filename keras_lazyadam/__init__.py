@@ -1,0 +1,6 @@
+"""keras-lazyadam: tfa's LazyAdam for Keras 3 (TensorFlow, JAX, PyTorch)."""
+
+from keras_lazyadam.lazy_adam import LazyAdam
+
+__version__ = "0.1.0"
+__all__ = ["LazyAdam"]

@@ -1,0 +1,40 @@
+"""The backend-specific half of LazyAdam, chosen once at import.
+
+Each backend module provides the same small interface:
+
+- `to_sparse_rows(grad)`: a native sparse gradient (`tf.IndexedSlices`, JAX
+  `BCOO`, torch sparse COO) as `(indices, values)` row slices, else `None`.
+- `nonzero_rows(grad)`: `(indices, values)` of the rows of a dense gradient
+  that are not all zero, where the backend can form a dynamic-size result
+  cheaply; `None` where it cannot (the optimizer then masks instead).
+- `gather_rows(variable, indices)` and `scatter_rows(optimizer, variable,
+  indices, rows)`: read and write whole rows of a variable in place.
+- `compute_gradients(loss, var_list, tape)`: gradients of a callable loss.
+- `OptimizerMixin`: overrides of `keras.optimizers.Optimizer` hooks that only
+  this backend needs (empty on most).
+
+Everything else, the maths of the update included, lives in `keras.ops`.
+"""
+
+import keras
+
+_BACKEND = keras.backend.backend()
+
+if _BACKEND == "tensorflow":
+    from keras_lazyadam.backend import tensorflow as impl
+elif _BACKEND == "jax":
+    from keras_lazyadam.backend import jax as impl
+elif _BACKEND == "torch":
+    from keras_lazyadam.backend import torch as impl
+else:
+    raise ImportError(
+        "keras-lazyadam supports the 'tensorflow', 'jax' and 'torch' Keras "
+        f"backends. Received: KERAS_BACKEND={_BACKEND!r}"
+    )
+
+to_sparse_rows = impl.to_sparse_rows
+nonzero_rows = impl.nonzero_rows
+gather_rows = impl.gather_rows
+scatter_rows = impl.scatter_rows
+compute_gradients = impl.compute_gradients
+OptimizerMixin = impl.OptimizerMixin

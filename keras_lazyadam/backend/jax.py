@@ -1,0 +1,62 @@
+"""JAX half of LazyAdam: `BCOO` in, functional row scatters out.
+
+Under `jax.jit` with donated buffers (Keras' trainer) XLA performs the
+`.at[rows].set(...)` scatters in place.
+"""
+
+import jax
+import jax.numpy as jnp
+from jax.experimental import sparse as jax_sparse
+
+
+def to_sparse_rows(grad):
+    if not isinstance(grad, jax_sparse.BCOO):
+        return None
+    if grad.n_batch:
+        raise ValueError(
+            "LazyAdam takes BCOO gradients without batch dimensions. "
+            f"Received: n_batch={grad.n_batch}"
+        )
+    rows = grad.indices[:, 0]
+    values = grad.data
+    if grad.n_sparse > 1:
+        # Element-sparse: every stored element becomes a row slice holding
+        # that one element; coalescing then sums them per row.
+        row_shape = grad.shape[1:]
+        rows_values = jnp.zeros((rows.shape[0],) + tuple(row_shape), values.dtype)
+        inner = tuple(grad.indices[:, i] for i in range(1, grad.n_sparse))
+        values = rows_values.at[(jnp.arange(rows.shape[0]),) + inner].set(values)
+    return rows, values
+
+
+def nonzero_rows(grad):
+    # Under jit, a dynamic number of rows cannot be formed: masked update.
+    return None
+
+
+def gather_rows(variable, indices):
+    return jnp.take(variable.value, indices, axis=0)
+
+
+def scatter_rows(optimizer, variable, indices, rows):
+    variable.assign(variable.value.at[indices].set(rows.astype(variable.dtype)))
+
+
+def compute_gradients(loss, var_list, tape=None):
+    import keras
+
+    if tape is not None:
+        raise ValueError(
+            "`tape` is a TensorFlow notion; on JAX pass `loss` as a callable "
+            f"and leave `tape=None`. Received: tape={tape!r}"
+        )
+
+    def loss_of(values):
+        with keras.StatelessScope(state_mapping=list(zip(var_list, values))):
+            return loss()
+
+    return jax.grad(loss_of)([v.value for v in var_list])
+
+
+class OptimizerMixin:
+    pass

@@ -1,0 +1,88 @@
+"""Row-sparse gradients, backend-neutral (all maths in `keras.ops`).
+
+A `SparseRows` is a gradient that touches only some rows (slices along axis 0)
+of a variable. It is always *coalesced*: duplicate row indices have been summed
+(the lazy Adam update is non-linear, so they must be). Its shapes are static,
+which keeps it usable under `jax.jit` and XLA:
+
+- `indices` (n,): the row of every input position, sorted.
+- `segments` (n,): the slot of every position; equal rows share a slot.
+- `sums` (n, ...): the summed gradient of every slot. Slots past the number of
+  unique rows are zero, so norms computed from `sums` are exact.
+
+Every position `p` then gets the update of row `indices[p]` with gradient
+`sums[segments[p]]`: duplicate positions compute identical rows, so writing
+them all back with a scatter is well defined on every backend.
+"""
+
+from keras import ops
+
+
+class SparseRows:
+    """A coalesced row-sparse gradient. Build it with `coalesce`."""
+
+    def __init__(self, indices, segments, sums):
+        self.indices = indices
+        self.segments = segments
+        self.sums = sums
+
+    def with_sums(self, sums):
+        return SparseRows(self.indices, self.segments, sums)
+
+    def position_values(self):
+        """The summed gradient of the row at every position, shape (n, ...)."""
+        return ops.take(self.sums, self.segments, axis=0)
+
+    def slot_indices(self):
+        """The row of every slot; unused slots repeat the first row.
+
+        `(slot_indices(), sums)` is a valid uncoalesced sparse gradient of the
+        same value: unused slots add zero to a row that is present anyway.
+        """
+        first_row = ops.sum(self.indices[:1])  # 0 when there are no rows
+        rows = ops.full_like(self.indices, first_row)
+        return ops.scatter_update(
+            rows, ops.expand_dims(self.segments, -1), self.indices
+        )
+
+    def squared_norm(self):
+        return ops.sum(ops.square(self.sums))
+
+    def densify(self, shape):
+        return ops.scatter(
+            ops.expand_dims(self.slot_indices(), -1), self.sums, shape
+        )
+
+    def __mul__(self, scale):
+        return self.with_sums(ops.multiply(self.sums, scale))
+
+    __rmul__ = __mul__
+
+    def __truediv__(self, scale):
+        return self.with_sums(ops.divide(self.sums, scale))
+
+
+def coalesce(indices, values):
+    """Sums the values of duplicate indices. Returns a `SparseRows`.
+
+    Args:
+        indices: int tensor (n,), row indices, in any order, with duplicates.
+        values: tensor (n, ...), the gradient slice of every index.
+    """
+    indices = ops.cast(indices, "int32")
+    order = ops.argsort(indices)
+    indices = ops.take(indices, order)
+    values = ops.take(values, order, axis=0)
+    previous = ops.concatenate([indices[:1], indices[:-1]])
+    segments = ops.cumsum(ops.cast(ops.not_equal(indices, previous), "int32"))
+    # `ops.scatter` adds duplicates; unlike `ops.segment_sum` it keeps the
+    # dtype on torch and takes empty inputs everywhere.
+    sums = ops.scatter(ops.expand_dims(segments, -1), values, ops.shape(values))
+    return SparseRows(indices, segments, sums)
+
+
+def unique_rows(indices, values):
+    """A `SparseRows` for indices known to be unique and sorted."""
+    indices = ops.cast(indices, "int32")
+    segments = ops.arange(ops.shape(indices)[0], dtype="int32")
+    return SparseRows(indices, segments, values)

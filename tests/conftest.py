@@ -1,0 +1,111 @@
+"""Shared helpers. The suite runs once per backend: KERAS_BACKEND picks it."""
+
+import os
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+sys.path.insert(0, os.path.dirname(__file__))
+
+BACKEND = keras.backend.backend()
+REFERENCE = os.path.join(os.path.dirname(__file__), "tfa_lazyadam_reference.npz")
+
+
+def pytest_report_header(config):
+    return f"keras {keras.__version__}, backend {BACKEND}"
+
+
+def sparse_gradient(indices, values, shape):
+    """The backend's native row-sparse gradient (duplicates allowed)."""
+    indices = np.asarray(indices, dtype=np.int64)
+    values = np.asarray(values)
+    if BACKEND == "tensorflow":
+        import tensorflow as tf
+
+        return tf.IndexedSlices(
+            tf.constant(values), tf.constant(indices), tf.constant(shape, tf.int64)
+        )
+    if BACKEND == "jax":
+        from jax.experimental import sparse as jax_sparse
+        import jax.numpy as jnp
+
+        return jax_sparse.BCOO(
+            (jnp.asarray(values), jnp.asarray(indices, jnp.int32)[:, None]),
+            shape=tuple(shape),
+        )
+    import torch
+
+    return torch.sparse_coo_tensor(
+        torch.as_tensor(indices)[None, :], torch.as_tensor(values), tuple(shape)
+    )
+
+
+def dense_gradient(values):
+    return keras.ops.convert_to_tensor(np.asarray(values))
+
+
+def numpy(x):
+    return keras.ops.convert_to_numpy(x)
+
+
+class Stepper:
+    """Applies gradients to one variable, eagerly or compiled.
+
+    compiled: tf.function on TensorFlow, jax.jit over `stateless_apply` on JAX;
+    torch has no compiled mode here (eager only).
+    """
+
+    def __init__(self, optimizer, variable, compiled):
+        self.optimizer = optimizer
+        self.variable = variable
+        self.compiled = compiled
+        optimizer.build([variable])
+        if not compiled:
+            self._step = lambda g: optimizer.apply([g], [variable])
+        elif BACKEND == "tensorflow":
+            import tensorflow as tf
+
+            self._step = tf.function(
+                lambda g: optimizer.apply([g], [variable]), reduce_retracing=True
+            )
+        elif BACKEND == "jax":
+            import jax
+
+            fn = jax.jit(
+                lambda o, t, g: optimizer.stateless_apply(o, [g], t),
+                donate_argnums=(0, 1),
+            )
+
+            def step(g):
+                t, o = fn(
+                    [v.value for v in optimizer.variables], [variable.value], g
+                )
+                variable.assign(t[0])
+                for ref, value in zip(optimizer.variables, o):
+                    ref.assign(value)
+
+            self._step = step
+        else:
+            pytest.skip("torch has no compiled optimizer step to test here")
+
+    def __call__(self, gradient):
+        self._step(gradient)
+
+    def slot(self, name):
+        return numpy(self.optimizer.get_slot(self.variable, name))
+
+
+@pytest.fixture(params=["eager", "compiled"])
+def compiled(request):
+    if request.param == "compiled" and BACKEND == "torch":
+        pytest.skip("torch: the optimizer step runs eagerly (no compiled mode)")
+    return request.param == "compiled"
+
+
+if BACKEND == "jax":
+    # float64 variables need JAX's 64-bit mode (off by default in JAX).
+    import jax
+
+    jax.config.update("jax_enable_x64", True)

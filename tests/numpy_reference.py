@@ -1,0 +1,51 @@
+"""tfa's LazyAdam in numpy: the oracle the tests compare against."""
+
+import numpy as np
+
+
+class NumpyLazyAdam:
+    def __init__(self, shape, dtype, lr=0.001, beta_1=0.9, beta_2=0.999,
+                 epsilon=1e-7, amsgrad=False, skip_zero_rows=True,
+                 weight_decay=None):
+        self.m = np.zeros(shape, dtype)
+        self.v = np.zeros(shape, dtype)
+        self.vhat = np.zeros(shape, dtype)
+        self.t = 0
+        self.dtype = dtype
+        self.lr, self.b1, self.b2, self.eps = lr, beta_1, beta_2, epsilon
+        self.amsgrad, self.skip = amsgrad, skip_zero_rows
+        self.wd = weight_decay
+
+    def _alpha(self, lr):
+        t = self.t + 1
+        return lr * np.sqrt(1 - self.b2**t) / (1 - self.b1**t)
+
+    def _rows(self, var, rows, g, lr):
+        a = self._alpha(lr)
+        self.m[rows] = self.b1 * self.m[rows] + (1 - self.b1) * g
+        self.v[rows] = self.b2 * self.v[rows] + (1 - self.b2) * g * g
+        denom = self.v[rows]
+        if self.amsgrad:
+            self.vhat[rows] = np.maximum(self.vhat[rows], self.v[rows])
+            denom = self.vhat[rows]
+        if self.wd:
+            var[rows] -= var[rows] * self.wd * lr
+        var[rows] -= a * self.m[rows] / (np.sqrt(denom) + self.eps)
+
+    def sparse(self, var, indices, values, lr=None):
+        lr = self.lr if lr is None else lr
+        rows = np.unique(indices)
+        g = np.zeros((len(rows),) + var.shape[1:], self.dtype)
+        for i, r in enumerate(rows):
+            g[i] = values[indices == r].sum(axis=0)
+        self._rows(var, rows, g, lr)
+        self.t += 1
+
+    def dense(self, var, grad, lr=None):
+        lr = self.lr if lr is None else lr
+        if self.skip and var.ndim >= 2:
+            rows = np.nonzero(np.any(grad != 0, axis=tuple(range(1, var.ndim))))[0]
+        else:
+            rows = np.arange(var.shape[0])
+        self._rows(var, rows, grad[rows], lr)
+        self.t += 1

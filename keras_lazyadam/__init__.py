@@ -1,6 +1,7 @@
 """keras-lazyadam: tfa's LazyAdam for Keras 3 (TensorFlow, JAX, PyTorch)."""
 
+from keras_lazyadam.embedding import LazyEmbedding
 from keras_lazyadam.lazy_adam import LazyAdam
 
 __version__ = "0.1.0"
-__all__ = ["LazyAdam"]
+__all__ = ["LazyAdam", "LazyEmbedding"]

@@ -6,6 +6,7 @@ import keras
 from keras import ops
 
 from keras_lazyadam import backend as lazy_backend
+from keras_lazyadam.embedding import mark_sparse_ok
 from keras_lazyadam.sparse import SparseRows
 from keras_lazyadam.sparse import coalesce
 from keras_lazyadam.sparse import unique_rows
@@ -134,7 +135,16 @@ class LazyAdam(lazy_backend.OptimizerMixin, keras.optimizers.Optimizer):
         """Creates the slots `m`, `v` (and `vhat` with `amsgrad`) per variable."""
         if self.built:
             return
+        for variable in var_list:
+            if not _is_float(variable.dtype):
+                raise ValueError(
+                    "LazyAdam can only train floating-point variables. "
+                    f"Received: variable {_name(variable)!r} with "
+                    f"dtype={variable.dtype}"
+                )
         super().build(var_list)
+        for variable in var_list:
+            mark_sparse_ok(variable)
         self._slots = {}
         self._slots["m"], self._slots["v"] = self.add_optimizer_variables(
             var_list, ["m", "v"]
@@ -155,12 +165,17 @@ class LazyAdam(lazy_backend.OptimizerMixin, keras.optimizers.Optimizer):
         return super().apply(grads, trainable_variables)
 
     def _prepare(self, gradient, variable):
+        """Checks a gradient and coalesces it if sparse (before any write)."""
         if gradient is None:
             return None
         rows = lazy_backend.to_sparse_rows(gradient)
+        shape = gradient.shape if rows is None else (None,) + tuple(rows[1].shape[1:])
+        dtype = gradient.dtype if rows is None else rows[1].dtype
+        _check_gradient(variable, shape, dtype)
         if rows is None:
             return gradient
-        sparse = coalesce(*rows)
+        indices = lazy_backend.check_rows(rows[0], variable.shape[0], _name(variable))
+        sparse = coalesce(indices, rows[1])
         if self.gradient_accumulation_steps:
             # Accumulators are dense; rows left at zero stay untouched.
             return sparse.densify(variable.shape)
@@ -402,6 +417,31 @@ class _CallableList(list):
 
     def __call__(self):
         return self
+
+
+def _name(variable):
+    return getattr(variable, "path", None) or variable.name
+
+
+def _is_float(dtype):
+    return "float" in keras.backend.standardize_dtype(dtype)
+
+
+def _check_gradient(variable, shape, dtype):
+    expected = tuple(variable.shape)
+    shape = tuple(shape)
+    if len(shape) != len(expected) or any(
+        s is not None and e is not None and s != e for s, e in zip(shape, expected)
+    ):
+        raise ValueError(
+            f"The gradient of variable {_name(variable)!r} must have the "
+            f"variable's shape {expected}. Received: gradient shape={shape}"
+        )
+    if not _is_float(dtype):
+        raise ValueError(
+            f"The gradient of variable {_name(variable)!r} must be floating "
+            f"point. Received: gradient dtype={dtype}"
+        )
 
 
 def _map_values(fn, g):

@@ -4,11 +4,16 @@ Each backend module provides the same small interface:
 
 - `to_sparse_rows(grad)`: a native sparse gradient (`tf.IndexedSlices`, JAX
   `BCOO`, torch sparse COO) as `(indices, values)` row slices, else `None`.
+- `check_rows(indices, num_rows, name)`: the indices, checked to be rows of
+  the variable (raising `ValueError` where the backend can check).
 - `nonzero_rows(grad)`: `(indices, values)` of the rows of a dense gradient
   that are not all zero, where the backend can form a dynamic-size result
   cheaply; `None` where it cannot (the optimizer then masks instead).
 - `gather_rows(variable, indices)` and `scatter_rows(optimizer, variable,
   indices, rows)`: read and write whole rows of a variable in place.
+- `embedding_lookup(table, ids, sparse)`: rows of an embedding table, so
+  that the table's gradient is sparse where the backend allows (`sparse`
+  says whether the optimizer takes sparse gradients).
 - `compute_gradients(loss, var_list, tape)`: gradients of a callable loss.
 - `OptimizerMixin`: overrides of `keras.optimizers.Optimizer` hooks that only
   this backend needs (empty on most).
@@ -33,8 +38,10 @@ else:
     )
 
 to_sparse_rows = impl.to_sparse_rows
+check_rows = impl.check_rows
 nonzero_rows = impl.nonzero_rows
 gather_rows = impl.gather_rows
 scatter_rows = impl.scatter_rows
 compute_gradients = impl.compute_gradients
+embedding_lookup = impl.embedding_lookup
 OptimizerMixin = impl.OptimizerMixin

@@ -29,17 +29,37 @@ def to_sparse_rows(grad):
     return rows, values
 
 
+def check_rows(indices, num_rows, name):
+    """Raises on bad rows when it can see them; under jit, drops them.
+
+    Traced indices cannot raise: a row outside [0, num_rows) is mapped to
+    `num_rows`, which gathers as NaN and is dropped by every scatter, so the
+    rest of the step applies and the bad row changes nothing.
+    """
+    bad = (indices < 0) | (indices >= num_rows)
+    if not isinstance(indices, jax.core.Tracer):
+        if bool(jnp.any(bad)):
+            raise ValueError(
+                f"Row indices of the gradient of {name!r} must be in "
+                f"[0, {num_rows}). Received: {indices[bad][:5].tolist()}"
+            )
+        return indices
+    return jnp.where(bad, num_rows, indices)
+
+
 def nonzero_rows(grad):
     # Under jit, a dynamic number of rows cannot be formed: masked update.
     return None
 
 
 def gather_rows(variable, indices):
-    return jnp.take(variable.value, indices, axis=0)
+    return jnp.take(variable.value, indices, axis=0, mode="fill")
 
 
 def scatter_rows(optimizer, variable, indices, rows):
-    variable.assign(variable.value.at[indices].set(rows.astype(variable.dtype)))
+    variable.assign(
+        variable.value.at[indices].set(rows.astype(variable.dtype), mode="drop")
+    )
 
 
 def compute_gradients(loss, var_list, tape=None):
@@ -56,6 +76,12 @@ def compute_gradients(loss, var_list, tape=None):
             return loss()
 
     return jax.grad(loss_of)([v.value for v in var_list])
+
+
+def embedding_lookup(table, ids, sparse):
+    # Keras' JAX trainer differentiates the table as a dense array: the
+    # gradient is dense whatever the lookup, and LazyAdam skips its zero rows.
+    return jnp.take(table.value, ids, axis=0)
 
 
 class OptimizerMixin:

@@ -19,6 +19,20 @@ def to_sparse_rows(grad):
     return None
 
 
+def check_rows(indices, num_rows, name):
+    # Checked in graphs too; XLA (`jit_compile=True`) drops asserts, and its
+    # gathers clamp out-of-range rows.
+    message = f"Row indices of the gradient of {name!r} must be in [0, {num_rows})"
+    checks = [
+        tf.debugging.assert_non_negative(indices, message=message),
+        tf.debugging.assert_less(
+            indices, tf.cast(num_rows, indices.dtype), message=message
+        ),
+    ]
+    with tf.control_dependencies(checks):
+        return tf.identity(indices)
+
+
 def nonzero_rows(grad):
     # Dense gradients of row-sparse tables do not reach the optimizer on TF
     # (Keras hands over IndexedSlices), and a dynamic-size `tf.where` would
@@ -43,6 +57,13 @@ def compute_gradients(loss, var_list, tape=None):
     else:
         value = loss
     return tape.gradient(value, [_tf_variable(v) for v in var_list])
+
+
+def embedding_lookup(table, ids, sparse):
+    # Gather through the variable itself: its gradient is IndexedSlices for
+    # every optimizer, and no dense read (a full-table copy once the table
+    # has had a scatter update) happens.
+    return tf.gather(_tf_variable(table), ids)
 
 
 class OptimizerMixin:

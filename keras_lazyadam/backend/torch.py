@@ -20,6 +20,17 @@ def to_sparse_rows(grad):
     return rows, values
 
 
+def check_rows(indices, num_rows, name):
+    # One device-to-host sync on GPU, as torch's own sparse optimizers pay.
+    if indices.numel() and (indices.min() < 0 or indices.max() >= num_rows):
+        bad = indices[(indices < 0) | (indices >= num_rows)][:5].tolist()
+        raise ValueError(
+            f"Row indices of the gradient of {name!r} must be in "
+            f"[0, {num_rows}). Received: {bad}"
+        )
+    return indices
+
+
 def nonzero_rows(grad):
     reduce_dims = tuple(range(1, grad.ndim))
     rows = torch.nonzero(torch.any(grad != 0, dim=reduce_dims)).flatten()
@@ -50,6 +61,11 @@ def compute_gradients(loss, var_list, tape=None):
     with torch.enable_grad():
         value = loss()
         return list(torch.autograd.grad(value, tensors, allow_unused=True))
+
+
+def embedding_lookup(table, ids, sparse):
+    # sparse=True makes the table's `.grad` a sparse COO tensor.
+    return torch.nn.functional.embedding(ids.long(), _tensor(table), sparse=sparse)
 
 
 class OptimizerMixin:

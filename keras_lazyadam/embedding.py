@@ -1,0 +1,46 @@
+"""`LazyEmbedding`: `keras.layers.Embedding` whose gradient stays sparse."""
+
+import keras
+from keras import ops
+
+from keras_lazyadam import backend as lazy_backend
+
+# Set on a variable by an optimizer that takes native sparse gradients.
+_SPARSE_OK = "_keras_lazyadam_takes_sparse_gradients"
+
+
+def mark_sparse_ok(variable):
+    """Records that `variable`'s optimizer accepts sparse gradients."""
+    setattr(variable, _SPARSE_OK, True)
+
+
+@keras.saving.register_keras_serializable(package="keras_lazyadam")
+class LazyEmbedding(keras.layers.Embedding):
+    """Drop-in `keras.layers.Embedding` that hands LazyAdam a sparse gradient.
+
+    Same arguments, weights and saved format as `keras.layers.Embedding`;
+    replace one with the other. Its table's gradient:
+
+    - TensorFlow: `tf.IndexedSlices` (as the stock layer), but the rows are
+      read with `tf.gather` on the variable itself, so no step copies the
+      whole table (a dense read of a scatter-updated variable does).
+    - torch: a sparse COO tensor (`F.embedding(..., sparse=True)`) when the
+      table is trained by `LazyAdam`; dense with any other optimizer, so
+      those keep working.
+    - JAX: dense, as the stock layer: Keras' JAX trainer differentiates
+      every trainable variable as a dense array. LazyAdam still updates only
+      the rows whose gradient is non-zero.
+
+    LoRA and quantized tables fall back to the stock lookup.
+    """
+
+    def call(self, inputs):
+        if self.lora_enabled or self.quantization_mode is not None:
+            return super().call(inputs)
+        if inputs.dtype != "int32" and inputs.dtype != "int64":
+            inputs = ops.cast(inputs, "int32")
+        table = self._embeddings
+        outputs = lazy_backend.embedding_lookup(
+            table, inputs, sparse=getattr(table, _SPARSE_OK, False)
+        )
+        return ops.cast(outputs, dtype=self.compute_dtype)

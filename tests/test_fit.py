@@ -1,0 +1,133 @@
+"""LazyAdam inside model.fit / train_on_batch: lazy with stock and drop-in layers."""
+
+import keras
+import numpy as np
+import pytest
+
+from conftest import BACKEND
+from conftest import numpy
+from keras_lazyadam import LazyAdam
+from keras_lazyadam import LazyEmbedding
+
+ROWS, DIM, IDS = 64, 4, 3
+
+LAYERS = {"stock": keras.layers.Embedding, "lazy": LazyEmbedding}
+
+
+def _model(layer, seed=0):
+    keras.utils.set_random_seed(seed)
+    ids = keras.Input((IDS,), dtype="int32")
+    x = LAYERS[layer](ROWS, DIM, name="table")(ids)
+    x = keras.layers.GlobalAveragePooling1D()(x)
+    x = keras.layers.Dense(8, activation="relu")(x)
+    out = keras.layers.Dense(1, activation="sigmoid")(x)
+    return keras.Model(ids, out)
+
+
+def _batch(rows, seed):
+    rng = np.random.default_rng(seed)
+    ids = rng.choice(rows, size=(16, IDS)).astype("int32")
+    return ids, rng.integers(0, 2, size=(16, 1)).astype("float32")
+
+
+def _table_state(model):
+    table = model.get_layer("table").embeddings
+    opt = model.optimizer
+    return [numpy(table), numpy(opt.get_slot(table, "m")), numpy(opt.get_slot(table, "v"))]
+
+
+JIT = [False, True] if BACKEND == "tensorflow" else [False]
+KWARGS = {
+    "plain": {},
+    "weight_decay": {"weight_decay": 0.05},
+    "global_clipnorm": {"global_clipnorm": 0.01},
+    "clipnorm": {"clipnorm": 0.01},
+    "amsgrad": {"amsgrad": True},
+    "ema": {"use_ema": True},
+    "loss_scale_factor": {"loss_scale_factor": 64.0},
+}
+
+
+@pytest.mark.parametrize("jit_compile", JIT, ids=lambda j: f"jit={j}")
+@pytest.mark.parametrize("layer", sorted(LAYERS))
+@pytest.mark.parametrize("option", sorted(KWARGS))
+def test_fit_leaves_absent_rows_untouched(layer, option, jit_compile):
+    model = _model(layer)
+    model.compile(
+        optimizer=LazyAdam(0.05, **KWARGS[option]),
+        loss="binary_crossentropy",
+        jit_compile=jit_compile,
+    )
+    first, second = np.arange(0, 32), np.arange(32, ROWS)
+    model.train_on_batch(*_batch(first, 1))
+    before = _table_state(model)
+    model.train_on_batch(*_batch(second, 2))
+    after = _table_state(model)
+    touched = np.unique(_batch(second, 2)[0])
+    for b, a in zip(before, after):
+        np.testing.assert_array_equal(a[first], b[first])
+        assert np.all(np.any(a[touched] != b[touched], axis=1))
+
+
+@pytest.mark.parametrize("layer", sorted(LAYERS))
+def test_gradient_accumulation_updates_only_accumulated_rows(layer):
+    model = _model(layer)
+    model.compile(
+        optimizer=LazyAdam(0.05, gradient_accumulation_steps=2),
+        loss="binary_crossentropy",
+    )
+    model.train_on_batch(*_batch(np.arange(0, 16), 1))
+    model.train_on_batch(*_batch(np.arange(16, 32), 2))  # applies both
+    before = _table_state(model)
+    touched_1, touched_2 = _batch(np.arange(32, 48), 3)[0], _batch(np.arange(48, 64), 4)[0]
+    model.train_on_batch(*_batch(np.arange(32, 48), 3))
+    mid = _table_state(model)
+    for b, a in zip(before, mid):
+        np.testing.assert_array_equal(a, b)  # accumulating only
+    model.train_on_batch(*_batch(np.arange(48, 64), 4))
+    after = _table_state(model)
+    touched = np.union1d(touched_1, touched_2)
+    untouched = np.setdiff1d(np.arange(ROWS), touched)
+    for b, a in zip(before, after):
+        np.testing.assert_array_equal(a[untouched], b[untouched])
+        assert np.all(np.any(a[touched] != b[touched], axis=1))
+
+
+def test_fit_matches_between_layers():
+    """The drop-in layer trains exactly like the stock one."""
+    x, y = _batch(np.arange(ROWS), 5)
+    weights = {}
+    for name in LAYERS:
+        model = _model(name)
+        model.compile(optimizer=LazyAdam(0.01), loss="binary_crossentropy")
+        model.fit(x, y, batch_size=4, epochs=2, verbose=0, shuffle=False)
+        weights[name] = [numpy(w) for w in model.weights]
+    for a, b in zip(weights["stock"], weights["lazy"]):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+class _RecordingLazyAdam(LazyAdam):
+    def update_step(self, gradient, variable, learning_rate):
+        self.kinds[variable.name] = type(gradient).__name__
+        return super().update_step(gradient, variable, learning_rate)
+
+
+SPARSE_PATH = {
+    ("tensorflow", "stock"): "SparseRows",
+    ("tensorflow", "lazy"): "SparseRows",
+    ("torch", "lazy"): "SparseRows",
+}
+
+
+@pytest.mark.parametrize("layer", sorted(LAYERS))
+def test_table_gradient_kind(layer):
+    """Which layers give the optimizer a sparse table gradient, per backend."""
+    model = _model(layer)
+    opt = _RecordingLazyAdam(0.01, name="recording")
+    opt.kinds = {}
+    model.compile(optimizer=opt, loss="binary_crossentropy")
+    for seed in (1, 2):  # torch: the optimizer is built during the first step
+        model.train_on_batch(*_batch(np.arange(ROWS), seed))
+    kind = opt.kinds[model.get_layer("table").embeddings.name]
+    expected = SPARSE_PATH.get((BACKEND, layer), "dense")
+    assert (kind == "SparseRows") == (expected == "SparseRows"), kind

@@ -4,6 +4,7 @@ The suite runs once per backend (KERAS_BACKEND picks it, as for `tests/`);
 tests that need another engine or several backends start subprocesses.
 """
 
+import importlib.machinery
 import json
 import os
 import subprocess
@@ -99,6 +100,12 @@ def optimizer_state(optimizer):
     return [to_numpy(v) for v in optimizer.variables]
 
 
+def _installed():
+    """Whether keras_lazyadam is importable from outside the repository."""
+    path = [p for p in sys.path if os.path.abspath(p or os.curdir) != ROOT]
+    return importlib.machinery.PathFinder.find_spec("keras_lazyadam", path) is not None
+
+
 def run_python(code, backend, cwd, env=None, timeout=300, check=True):
     """Runs `code` in a fresh interpreter with KERAS_BACKEND=backend.
 
@@ -108,6 +115,9 @@ def run_python(code, backend, cwd, env=None, timeout=300, check=True):
     full_env = dict(os.environ)
     full_env.update({"KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "2"})
     full_env.pop("PYTHONPATH", None)
+    if not _installed():
+        # A developer's checkout without the package installed: use the tree.
+        full_env["PYTHONPATH"] = ROOT
     full_env.update(env or {})
     proc = subprocess.run(
         [sys.executable, "-c", textwrap.dedent(code)],

@@ -183,29 +183,34 @@ class LazyAdam(lazy_backend.OptimizerMixin, keras.optimizers.Optimizer):
 
     def update_step(self, gradient, variable, learning_rate):
         """Updates one variable, lazily by rows."""
+        # 16-bit variables keep 16-bit slots, but the maths runs in float32:
+        # 1 - beta_2 = 0.001 does not survive a cast to bfloat16.
         dtype = variable.dtype
+        if dtype in ("float16", "bfloat16"):
+            dtype = "float32"
         lr = ops.cast(learning_rate, dtype)
         if self.decay:
             lr = lr / (1 + self.decay * ops.cast(self.iterations, dtype))
         step = ops.cast(self.iterations + 1, dtype)
-        beta_1 = ops.cast(_resolve(self.beta_1), dtype)
-        beta_2 = ops.cast(_resolve(self.beta_2), dtype)
+        beta_1 = _to_dtype(_resolve(self.beta_1), dtype)
+        beta_2 = _to_dtype(_resolve(self.beta_2), dtype)
         hyper = {
             "beta_1": beta_1,
             "beta_2": beta_2,
             "alpha": lr
             * ops.sqrt(1 - ops.power(beta_2, step))
             / (1 - ops.power(beta_1, step)),
-            "epsilon": ops.cast(self.epsilon, dtype),
+            "epsilon": _to_dtype(self.epsilon, dtype),
             "decay": None,
+            "dtype": dtype,
         }
         if self.weight_decay is not None and self._use_weight_decay(variable):
-            hyper["decay"] = ops.cast(self.weight_decay, dtype) * lr
+            hyper["decay"] = _to_dtype(self.weight_decay, dtype) * lr
         index = self._get_variable_index(variable)
         slots = [self._slots[n][index] for n in SLOT_NAMES if n in self._slots]
         rows = self._touched_rows(gradient, variable)
         if rows is None:
-            self._update_dense(variable, slots, ops.cast(gradient, dtype), hyper)
+            self._update_dense(variable, slots, gradient, hyper)
         else:
             self._update_rows(variable, slots, rows, hyper)
 
@@ -221,14 +226,17 @@ class LazyAdam(lazy_backend.OptimizerMixin, keras.optimizers.Optimizer):
     def _update_rows(self, variable, slots, rows, h):
         """tfa's sparse update of the rows `rows.indices`, written back."""
         index = rows.indices
-        g = ops.cast(rows.position_values(), variable.dtype)
-        gather = lazy_backend.gather_rows
-        m = h["beta_1"] * gather(slots[0], index) + (1 - h["beta_1"]) * g
-        v = h["beta_2"] * gather(slots[1], index) + (1 - h["beta_2"]) * (g * g)
-        var = gather(variable, index)
+        g = ops.cast(rows.position_values(), h["dtype"])
+
+        def gather(target):
+            return ops.cast(lazy_backend.gather_rows(target, index), h["dtype"])
+
+        m = h["beta_1"] * gather(slots[0]) + (1 - h["beta_1"]) * g
+        v = h["beta_2"] * gather(slots[1]) + (1 - h["beta_2"]) * (g * g)
+        var = gather(variable)
         new = [m, v]
         if self.amsgrad:
-            v = ops.maximum(gather(slots[2], index), v)
+            v = ops.maximum(gather(slots[2]), v)
             new.append(v)
         if h["decay"] is not None:
             var = var - var * h["decay"]
@@ -238,25 +246,24 @@ class LazyAdam(lazy_backend.OptimizerMixin, keras.optimizers.Optimizer):
 
     def _update_dense(self, variable, slots, g, h):
         """Adam's dense update (tfa's fused kernel), masked by rows if lazy."""
-        m = slots[0] + (g - slots[0]) * (1 - h["beta_1"])
-        v = slots[1] + (ops.square(g) - slots[1]) * (1 - h["beta_2"])
+        targets = [variable] + slots
+        old = [ops.cast(t, h["dtype"]) for t in targets]
+        g = ops.cast(g, h["dtype"])
+        m = old[1] + (g - old[1]) * (1 - h["beta_1"])
+        v = old[2] + (ops.square(g) - old[2]) * (1 - h["beta_2"])
         new = [m, v]
         if self.amsgrad:
-            v = ops.maximum(slots[2], v)
+            v = ops.maximum(old[3], v)
             new.append(v)
-        var = ops.convert_to_tensor(variable)
+        var = old[0]
         if h["decay"] is not None:
             var = var - var * h["decay"]
         var = var - (m * h["alpha"]) / (ops.sqrt(v) + h["epsilon"])
-        targets = [variable] + slots
         new = [var] + new
         if self.skip_zero_rows and len(variable.shape) >= 2:
             axes = tuple(range(1, len(variable.shape)))
             touched = ops.any(ops.not_equal(g, 0), axis=axes, keepdims=True)
-            new = [
-                ops.where(touched, n, ops.convert_to_tensor(t))
-                for n, t in zip(new, targets)
-            ]
+            new = [ops.where(touched, n, o) for n, o in zip(new, old)]
         for target, value in zip(targets, new):
             self.assign(target, value)
 
@@ -460,6 +467,13 @@ def _squared_norm(g):
 
 def _dtype(g):
     return (g.sums if isinstance(g, SparseRows) else g).dtype
+
+
+def _to_dtype(value, dtype):
+    # `ops.cast` would round a Python float to float32 on its way to float64.
+    if isinstance(value, (int, float)):
+        return ops.convert_to_tensor(value, dtype=dtype)
+    return ops.cast(value, dtype)
 
 
 def _resolve(value):

@@ -17,6 +17,8 @@ class NumpyLazyAdam:
         self.wd = weight_decay
 
     def _alpha(self, lr):
+        # Keras (like tfa) keeps a float learning rate in a float32 variable.
+        lr = float(np.float32(lr))
         t = self.t + 1
         return lr * np.sqrt(1 - self.b2**t) / (1 - self.b1**t)
 
@@ -29,7 +31,7 @@ class NumpyLazyAdam:
             self.vhat[rows] = np.maximum(self.vhat[rows], self.v[rows])
             denom = self.vhat[rows]
         if self.wd:
-            var[rows] -= var[rows] * self.wd * lr
+            var[rows] -= var[rows] * self.wd * float(np.float32(lr))
         var[rows] -= a * self.m[rows] / (np.sqrt(denom) + self.eps)
 
     def sparse(self, var, indices, values, lr=None):

@@ -1,0 +1,199 @@
+"""LazyAdam against a numpy oracle, Keras Adam, and its own API contract."""
+
+import warnings
+
+import keras
+import numpy as np
+import pytest
+
+from conftest import BACKEND
+from conftest import Stepper
+from conftest import dense_gradient
+from conftest import numpy
+from conftest import sparse_gradient
+from keras_lazyadam import LazyAdam
+from numpy_reference import NumpyLazyAdam
+
+SHAPE = (10, 3)
+
+
+def _sparse_steps(seed, steps=6, dtype="float32"):
+    rng = np.random.default_rng(seed)
+    out = []
+    for t in range(steps):
+        idx = rng.integers(0, 6, size=5)  # rows 6..9 never touched
+        idx[-1] = idx[0]  # a duplicate every step
+        out.append(("sparse", idx, rng.normal(size=(5, 3)).astype(dtype)))
+    return out
+
+
+def _dense_steps(seed, steps=5, zero_rows=(2, 7)):
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(steps):
+        g = rng.normal(size=SHAPE).astype("float32")
+        g[list(zero_rows)] = 0.0
+        out.append(("dense", g))
+    return out
+
+
+CASES = [
+    dict(testcase_name="duplicates", steps=_sparse_steps(1)),
+    dict(testcase_name="float64", steps=_sparse_steps(2, dtype="float64"), dtype="float64"),
+    dict(testcase_name="amsgrad_sparse", steps=_sparse_steps(3), kwargs=dict(amsgrad=True)),
+    dict(testcase_name="weight_decay_sparse", steps=_sparse_steps(4), kwargs=dict(weight_decay=0.1)),
+    dict(
+        testcase_name="cancelling_duplicates",
+        steps=[("sparse", np.array([1, 2, 1]), np.array([[1.0] * 3, [2.0] * 3, [-1.0] * 3], "float32"))] * 3,
+    ),
+    dict(
+        testcase_name="empty_step",
+        steps=_sparse_steps(5, 2) + [("sparse", np.zeros(0, int), np.zeros((0, 3), "float32"))] + _sparse_steps(6, 2),
+    ),
+    dict(testcase_name="dense_skip_zero_rows", steps=_dense_steps(7)),
+    dict(testcase_name="dense_exact_adam", steps=_dense_steps(8), kwargs=dict(skip_zero_rows=False)),
+    dict(testcase_name="amsgrad_dense", steps=_dense_steps(9), kwargs=dict(amsgrad=True)),
+    dict(testcase_name="mixed", steps=_sparse_steps(10, 3) + _dense_steps(11, 2) + _sparse_steps(12, 2)),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c["testcase_name"])
+def test_matches_numpy_oracle(case, compiled):
+    dtype = case.get("dtype", "float32")
+    kwargs = dict(learning_rate=0.02, **case.get("kwargs", {}))
+    init = np.random.default_rng(0).normal(size=SHAPE).astype(dtype)
+    variable = keras.Variable(init, dtype=dtype)
+    step = Stepper(LazyAdam(**kwargs), variable, compiled)
+    oracle_kwargs = {("lr" if k == "learning_rate" else k): v for k, v in kwargs.items()}
+    oracle = NumpyLazyAdam(SHAPE, dtype, **oracle_kwargs)
+    expected = init.copy()
+    for kind, *data in case["steps"]:
+        if kind == "sparse":
+            step(sparse_gradient(data[0], data[1].astype(dtype), SHAPE))
+            oracle.sparse(expected, data[0], data[1].astype(dtype))
+        else:
+            step(dense_gradient(data[0].astype(dtype)))
+            oracle.dense(expected, data[0].astype(dtype))
+        tol = dict(rtol=1e-10, atol=1e-12) if dtype == "float64" else dict(rtol=2e-5, atol=1e-6)
+        np.testing.assert_allclose(numpy(variable), expected, **tol)
+        np.testing.assert_allclose(step.slot("m"), oracle.m, **tol)
+        np.testing.assert_allclose(step.slot("v"), oracle.v, **tol)
+        if kwargs.get("amsgrad"):
+            np.testing.assert_allclose(step.slot("vhat"), oracle.vhat, **tol)
+
+
+def _run(optimizer, steps, init):
+    variable = keras.Variable(init)
+    for g in steps:
+        optimizer.apply([g], [variable])
+    return numpy(variable)
+
+
+@pytest.mark.parametrize("amsgrad", [False, True], ids=["adam", "amsgrad"])
+def test_dense_equals_keras_adam(amsgrad):
+    """No all-zero rows: LazyAdam is Keras Adam (amsgrad too)."""
+    init = np.random.default_rng(1).normal(size=SHAPE).astype("float32")
+    steps = [dense_gradient(s[1]) for s in _dense_steps(2, zero_rows=[])]
+    lazy = _run(LazyAdam(0.01, amsgrad=amsgrad), steps, init)
+    adam = _run(keras.optimizers.Adam(0.01, amsgrad=amsgrad), steps, init)
+    np.testing.assert_allclose(lazy, adam, rtol=1e-5, atol=1e-6)
+
+
+def test_skip_zero_rows_false_equals_keras_adam_with_zero_rows():
+    init = np.random.default_rng(1).normal(size=SHAPE).astype("float32")
+    steps = [dense_gradient(s[1]) for s in _dense_steps(3)]
+    lazy = _run(LazyAdam(0.01, skip_zero_rows=False), steps, init)
+    adam = _run(keras.optimizers.Adam(0.01), steps, init)
+    np.testing.assert_allclose(lazy, adam, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("gradient", ["sparse", "dense"])
+def test_absent_rows_do_not_move_unlike_adam(gradient):
+    """Rows trained once, then absent, stay put; Adam's keep moving."""
+    rng = np.random.default_rng(3)
+    init = rng.normal(size=SHAPE).astype("float32")
+    values = rng.normal(size=(2, 3)).astype("float32")
+
+    def grad(rows):
+        if gradient == "sparse":
+            return sparse_gradient(rows, values, SHAPE)
+        dense = np.zeros(SHAPE, "float32")
+        dense[rows] = values
+        return dense_gradient(dense)
+
+    for make, moves in ((LazyAdam, False), (keras.optimizers.Adam, True)):
+        opt, variable = make(0.1), keras.Variable(init)
+        opt.apply([grad([0, 1])], [variable])
+        before = numpy(variable)
+        opt.apply([grad([4, 5])], [variable])
+        after = numpy(variable)
+        assert np.any(after[[0, 1]] != before[[0, 1]]) == moves, make.__name__
+        assert np.all(after[[4, 5]] != before[[4, 5]])
+
+
+def test_schedules_callables_and_legacy_decay():
+    lr_schedule = keras.optimizers.schedules.ExponentialDecay(0.1, 2, 0.5)
+    init = np.ones(SHAPE, "float32")
+    steps = _sparse_steps(4, 4)
+    configs = {
+        "schedule": (dict(learning_rate=lr_schedule), lambda t: 0.1 * 0.5 ** (t / 2)),
+        "callable": (dict(learning_rate=lambda: 0.05, beta_1=lambda: 0.8), lambda t: 0.05),
+        "decay": (dict(learning_rate=0.1, decay=0.5), lambda t: 0.1 / (1 + 0.5 * t)),
+    }
+    for name, (kwargs, lr_of_t) in configs.items():
+        opt, variable = LazyAdam(**kwargs), keras.Variable(init)
+        b1 = 0.8 if name == "callable" else 0.9
+        oracle, expected = NumpyLazyAdam(SHAPE, "float32", beta_1=b1), init.copy()
+        for t, (_, idx, val) in enumerate(steps):
+            opt.apply([sparse_gradient(idx, val, SHAPE)], [variable])
+            oracle.sparse(expected, idx, val, lr=lr_of_t(t))
+        np.testing.assert_allclose(numpy(variable), expected, rtol=1e-5, err_msg=name)
+
+
+@pytest.mark.parametrize("clip", ["clipnorm", "global_clipnorm", "clipvalue"])
+def test_clipping_uses_summed_rows(clip):
+    """Norms and values are clipped after duplicates are summed."""
+    idx = np.array([1, 1, 3])
+    val = np.array([[3.0, 0, 0], [3.0, 0, 0], [0, 4.0, 0]], "float32")
+    summed = np.zeros(SHAPE, "float32")
+    np.add.at(summed, idx, val)  # rows: (6,0,0) and (0,4,0); norm sqrt(52)
+    sparse = LazyAdam(1.0, **{clip: 1.0})
+    dense = LazyAdam(1.0, **{clip: 1.0})
+    a, b = keras.Variable(np.zeros(SHAPE, "float32")), keras.Variable(np.zeros(SHAPE, "float32"))
+    sparse.apply([sparse_gradient(idx, val, SHAPE)], [a])
+    dense.apply([dense_gradient(summed)], [b])
+    np.testing.assert_allclose(numpy(sparse.get_slot(a, "m")), numpy(dense.get_slot(b, "m")), rtol=1e-6)
+    assert np.abs(numpy(sparse.get_slot(a, "m"))).max() <= 0.1 * 1.0 + 1e-6
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_low_precision_variables(dtype):
+    variable = keras.Variable(np.ones(SHAPE), dtype=dtype)
+    opt = LazyAdam(0.01)
+    opt.apply([sparse_gradient([2, 2, 5], np.ones((3, 3)), SHAPE)], [variable])
+    result = numpy(keras.ops.cast(variable, "float32"))
+    assert keras.backend.standardize_dtype(opt.get_slot(variable, "m").dtype) == dtype
+    np.testing.assert_allclose(result[[2, 5]], 0.99, rtol=1e-2)
+    np.testing.assert_array_equal(np.delete(result, [2, 5], axis=0), 1.0)
+
+
+def test_element_sparse_gradient():
+    """Element-wise sparse COO/BCOO (not row slices) is handled by rows."""
+    if BACKEND == "tensorflow":
+        pytest.skip("TensorFlow has no element-sparse gradient type for variables")
+    rows, cols = np.array([1, 1, 4]), np.array([0, 2, 1])
+    vals = np.array([1.0, 2.0, 3.0], "float32")
+    if BACKEND == "jax":
+        from jax.experimental import sparse as jax_sparse
+
+        g = jax_sparse.BCOO((vals, np.stack([rows, cols], 1)), shape=SHAPE)
+    else:
+        import torch
+
+        g = torch.sparse_coo_tensor(np.stack([rows, cols]), vals, SHAPE)
+    dense = np.zeros(SHAPE, "float32")
+    dense[rows, cols] = vals
+    a, b = keras.Variable(np.ones(SHAPE, "float32")), keras.Variable(np.ones(SHAPE, "float32"))
+    LazyAdam(0.1).apply([g], [a])
+    LazyAdam(0.1).apply([dense_gradient(dense)], [b])
+    np.testing.assert_allclose(numpy(a), numpy(b), rtol=1e-6)

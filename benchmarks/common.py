@@ -106,7 +106,7 @@ def fmt(stat):
 
 
 def print_table(title, stats, reference=None):
-    """Prints medians, min-max and ratios against `reference` (a name)."""
+    """Prints medians, min-max and each side's time over `reference`'s."""
     print(f"\n== {title}")
     ref = stats[reference]["median_ms"] if reference else None
     for name, stat in stats.items():
@@ -115,7 +115,7 @@ def print_table(title, stats, reference=None):
             continue
         ratio = ""
         if ref is not None and name != reference:
-            ratio = f"  {stat['median_ms'] / ref:8.2f}x of {reference}"
+            ratio = f"  x{stat['median_ms'] / ref:9.2f} the time of {reference}"
         print(f"  {name:42s} {fmt(stat)}{ratio}")
     sys.stdout.flush()
 

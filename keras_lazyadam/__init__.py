@@ -2,6 +2,7 @@
 
 from keras_lazyadam.embedding import LazyEmbedding
 from keras_lazyadam.lazy_adam import LazyAdam
+from keras_lazyadam.migration import load_tfa_weights
 
 __version__ = "0.1.0"
-__all__ = ["LazyAdam", "LazyEmbedding"]
+__all__ = ["LazyAdam", "LazyEmbedding", "load_tfa_weights"]

@@ -17,6 +17,8 @@ them all back with a scatter is well defined on every backend.
 
 from keras import ops
 
+from keras_lazyadam import backend as lazy_backend
+
 
 class SparseRows:
     """A coalesced row-sparse gradient. Build it with `coalesce`."""
@@ -49,9 +51,7 @@ class SparseRows:
         return ops.sum(ops.square(self.sums))
 
     def densify(self, shape):
-        return ops.scatter(
-            ops.expand_dims(self.slot_indices(), -1), self.sums, shape
-        )
+        return lazy_backend.sum_rows(self.sums, self.slot_indices(), shape[0])
 
     def __mul__(self, scale):
         return self.with_sums(ops.multiply(self.sums, scale))
@@ -75,9 +75,7 @@ def coalesce(indices, values):
     values = ops.take(values, order, axis=0)
     previous = ops.concatenate([indices[:1], indices[:-1]])
     segments = ops.cumsum(ops.cast(ops.not_equal(indices, previous), "int32"))
-    # `ops.scatter` adds duplicates; unlike `ops.segment_sum` it keeps the
-    # dtype on torch and takes empty inputs everywhere.
-    sums = ops.scatter(ops.expand_dims(segments, -1), values, ops.shape(values))
+    sums = lazy_backend.sum_rows(values, segments, ops.shape(indices)[0])
     return SparseRows(indices, segments, sums)
 
 

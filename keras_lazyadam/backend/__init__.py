@@ -6,6 +6,9 @@ Each backend module provides the same small interface:
   `BCOO`, torch sparse COO) as `(indices, values)` row slices, else `None`.
 - `check_rows(indices, num_rows, name)`: the indices, checked to be rows of
   the variable (raising `ValueError` where the backend can check).
+- `sum_rows(values, segments, num_segments)`: the scatter-add that sums
+  duplicate rows (`ops.segment_sum` rounds float64 to float32 on torch,
+  and `ops.scatter` loops in Python there).
 - `nonzero_rows(grad)`: `(indices, values)` of the rows of a dense gradient
   that are not all zero, where the backend can form a dynamic-size result
   cheaply; `None` where it cannot (the optimizer then masks instead).
@@ -40,6 +43,7 @@ else:
 to_sparse_rows = impl.to_sparse_rows
 check_rows = impl.check_rows
 nonzero_rows = impl.nonzero_rows
+sum_rows = impl.sum_rows
 gather_rows = impl.gather_rows
 scatter_rows = impl.scatter_rows
 compute_gradients = impl.compute_gradients

@@ -47,6 +47,12 @@ def check_rows(indices, num_rows, name):
     return jnp.where(bad, num_rows, indices)
 
 
+def sum_rows(values, segments, num_segments):
+    return jax.ops.segment_sum(
+        values, segments, num_segments=num_segments, indices_are_sorted=True
+    )
+
+
 def nonzero_rows(grad):
     # Under jit, a dynamic number of rows cannot be formed: masked update.
     return None

@@ -3,8 +3,6 @@
 import keras
 import tensorflow as tf
 
-from keras_lazyadam.sparse import SparseRows
-from keras_lazyadam.sparse import coalesce
 
 
 def _tf_variable(variable):
@@ -31,6 +29,10 @@ def check_rows(indices, num_rows, name):
     ]
     with tf.control_dependencies(checks):
         return tf.identity(indices)
+
+
+def sum_rows(values, segments, num_segments):
+    return tf.math.unsorted_segment_sum(values, segments, num_segments)
 
 
 def nonzero_rows(grad):
@@ -74,6 +76,8 @@ class OptimizerMixin:
         # concatenates the replicas' rows) and is coalesced again after.
         if self._distribution_strategy.num_replicas_in_sync == 1:
             return grads_and_vars
+        from keras_lazyadam.sparse import SparseRows  # (circular at import)
+        from keras_lazyadam.sparse import coalesce
         packed = [
             (
                 tf.IndexedSlices(g.sums, g.slot_indices())

@@ -31,6 +31,11 @@ def check_rows(indices, num_rows, name):
     return indices
 
 
+def sum_rows(values, segments, num_segments):
+    out = values.new_zeros((num_segments,) + tuple(values.shape[1:]))
+    return out.index_add_(0, segments.long(), values)
+
+
 def nonzero_rows(grad):
     reduce_dims = tuple(range(1, grad.ndim))
     rows = torch.nonzero(torch.any(grad != 0, dim=reduce_dims)).flatten()

@@ -225,8 +225,8 @@ class LazyAdam(lazy_backend.OptimizerMixin, keras.optimizers.Optimizer):
 
     def _update_rows(self, variable, slots, rows, h):
         """tfa's sparse update of the rows `rows.indices`, written back."""
-        index = rows.indices
-        g = ops.cast(rows.position_values(), h["dtype"])
+        index, g = rows.rows(lazy_backend.unique_count(rows.segments))
+        g = ops.cast(g, h["dtype"])
 
         def gather(target):
             return ops.cast(lazy_backend.gather_rows(target, index), h["dtype"])

@@ -31,6 +31,17 @@ class SparseRows:
     def with_sums(self, sums):
         return SparseRows(self.indices, self.segments, sums)
 
+    def rows(self, unique_count=None):
+        """`(row indices, gradient rows)` to update.
+
+        Without `unique_count`: one entry per position, duplicates included
+        (static shapes). With it (the number of unique rows, where the
+        backend can have dynamic shapes): each row once.
+        """
+        if unique_count is None:
+            return self.indices, self.position_values()
+        return self.slot_indices()[:unique_count], self.sums[:unique_count]
+
     def position_values(self):
         """The summed gradient of the row at every position, shape (n, ...)."""
         return ops.take(self.sums, self.segments, axis=0)

@@ -9,6 +9,9 @@ Each backend module provides the same small interface:
 - `sum_rows(values, segments, num_segments)`: the scatter-add that sums
   duplicate rows (`ops.segment_sum` rounds float64 to float32 on torch,
   and `ops.scatter` loops in Python there).
+- `unique_count(segments)`: the number of unique rows of a coalesced
+  gradient where the backend takes dynamic shapes, else `None` (then every
+  position is updated; duplicates compute identical rows).
 - `nonzero_rows(grad)`: `(indices, values)` of the rows of a dense gradient
   that are not all zero, where the backend can form a dynamic-size result
   cheaply; `None` where it cannot (the optimizer then masks instead).
@@ -44,6 +47,7 @@ to_sparse_rows = impl.to_sparse_rows
 check_rows = impl.check_rows
 nonzero_rows = impl.nonzero_rows
 sum_rows = impl.sum_rows
+unique_count = impl.unique_count
 gather_rows = impl.gather_rows
 scatter_rows = impl.scatter_rows
 compute_gradients = impl.compute_gradients

@@ -53,6 +53,11 @@ def sum_rows(values, segments, num_segments):
     )
 
 
+def unique_count(segments):
+    # jit needs static shapes: update every position (duplicates agree).
+    return None
+
+
 def nonzero_rows(grad):
     # Under jit, a dynamic number of rows cannot be formed: masked update.
     return None

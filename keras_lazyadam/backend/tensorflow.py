@@ -35,6 +35,11 @@ def sum_rows(values, segments, num_segments):
     return tf.math.unsorted_segment_sum(values, segments, num_segments)
 
 
+def unique_count(segments):
+    # Static shapes keep `jit_compile=True` working: update every position.
+    return None
+
+
 def nonzero_rows(grad):
     # Dense gradients of row-sparse tables do not reach the optimizer on TF
     # (Keras hands over IndexedSlices), and a dynamic-size `tf.where` would

@@ -36,6 +36,11 @@ def sum_rows(values, segments, num_segments):
     return out.index_add_(0, segments.long(), values)
 
 
+def unique_count(segments):
+    # Eager torch has dynamic shapes: update each unique row once.
+    return int(segments[-1]) + 1 if segments.numel() else 0
+
+
 def nonzero_rows(grad):
     reduce_dims = tuple(range(1, grad.ndim))
     rows = torch.nonzero(torch.any(grad != 0, dim=reduce_dims)).flatten()

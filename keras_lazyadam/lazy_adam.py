@@ -203,6 +203,8 @@ class LazyAdam(lazy_backend.OptimizerMixin, keras.optimizers.Optimizer):
             "epsilon": _to_dtype(self.epsilon, dtype),
             "decay": None,
             "dtype": dtype,
+            "lr": lr,
+            "step": step,
         }
         if self.weight_decay is not None and self._use_weight_decay(variable):
             hyper["decay"] = _to_dtype(self.weight_decay, dtype) * lr
@@ -246,6 +248,8 @@ class LazyAdam(lazy_backend.OptimizerMixin, keras.optimizers.Optimizer):
 
     def _update_dense(self, variable, slots, g, h):
         """Adam's dense update (tfa's fused kernel), masked by rows if lazy."""
+        if lazy_backend.fused_dense_update(variable, slots, g, h):
+            return
         targets = [variable] + slots
         old = [ops.cast(t, h["dtype"]) for t in targets]
         g = ops.cast(g, h["dtype"])

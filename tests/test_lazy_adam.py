@@ -53,6 +53,7 @@ CASES = [
     dict(testcase_name="dense_skip_zero_rows", steps=_dense_steps(7)),
     dict(testcase_name="dense_exact_adam", steps=_dense_steps(8), kwargs=dict(skip_zero_rows=False)),
     dict(testcase_name="amsgrad_dense", steps=_dense_steps(9), kwargs=dict(amsgrad=True)),
+    dict(testcase_name="all_rows_dense", steps=_dense_steps(13, zero_rows=[]), kwargs=dict(amsgrad=True, weight_decay=0.1)),
     dict(testcase_name="mixed", steps=_sparse_steps(10, 3) + _dense_steps(11, 2) + _sparse_steps(12, 2)),
 ]
 

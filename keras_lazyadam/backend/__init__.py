@@ -15,6 +15,8 @@ Each backend module provides the same small interface:
 - `nonzero_rows(grad)`: `(indices, values)` of the rows of a dense gradient
   that are not all zero, where the backend can form a dynamic-size result
   cheaply; `None` where it cannot (the optimizer then masks instead).
+- `fused_dense_update(variable, slots, grad, hyper)`: the dense update with
+  a framework kernel, returning False where the generic maths serves.
 - `gather_rows(variable, indices)` and `scatter_rows(optimizer, variable,
   indices, rows)`: read and write whole rows of a variable in place.
 - `embedding_lookup(table, ids, sparse)`: rows of an embedding table, so
@@ -48,6 +50,7 @@ check_rows = impl.check_rows
 nonzero_rows = impl.nonzero_rows
 sum_rows = impl.sum_rows
 unique_count = impl.unique_count
+fused_dense_update = impl.fused_dense_update
 gather_rows = impl.gather_rows
 scatter_rows = impl.scatter_rows
 compute_gradients = impl.compute_gradients

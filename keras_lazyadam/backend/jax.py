@@ -63,6 +63,10 @@ def nonzero_rows(grad):
     return None
 
 
+def fused_dense_update(variable, slots, grad, hyper):
+    return False  # XLA fuses the generic maths
+
+
 def gather_rows(variable, indices):
     return jnp.take(variable.value, indices, axis=0, mode="fill")
 

@@ -47,6 +47,10 @@ def nonzero_rows(grad):
     return None
 
 
+def fused_dense_update(variable, slots, grad, hyper):
+    return False  # XLA / Grappler fuse the generic maths
+
+
 def gather_rows(variable, indices):
     # `tf.gather` on the variable itself reads only the rows: a dense read of
     # a variable that has had a scatter update copies the whole table.

@@ -1,6 +1,9 @@
 """PyTorch half of LazyAdam: sparse COO in, in-place row writes out."""
 
+import math
+
 import torch
+from torch.optim.adam import adam as functional_adam
 
 
 def to_sparse_rows(grad):
@@ -44,11 +47,53 @@ def unique_count(segments):
 def nonzero_rows(grad):
     reduce_dims = tuple(range(1, grad.ndim))
     rows = torch.nonzero(torch.any(grad != 0, dim=reduce_dims)).flatten()
+    if rows.numel() == grad.shape[0]:
+        return None  # every row is touched: the fused dense update serves
     return rows, grad.index_select(0, rows)
 
 
 def _tensor(variable):
     return getattr(variable, "value", variable)
+
+
+@torch.no_grad()
+def fused_dense_update(variable, slots, grad, hyper):
+    """tfa's dense update through torch's fused Adam kernel.
+
+    Only reached when no row has to be skipped (`nonzero_rows` sends
+    gradients with all-zero rows down the row path). torch adds `eps` after
+    dividing by sqrt(1 - beta_2^t); tfa adds epsilon before, so
+    eps = epsilon / sqrt(1 - beta_2^t) gives tfa's rule.
+    """
+    param = _tensor(variable)
+    if grad.layout != torch.strided or param.dtype not in _FUSED_DTYPES:
+        return False
+    step = float(hyper["step"])
+    beta_2 = float(hyper["beta_2"])
+    correction = math.sqrt(1 - beta_2**step)
+    decay = hyper["decay"]
+    lr = float(hyper["lr"])
+    functional_adam(
+        [param],
+        [grad.to(param.dtype)],
+        [_tensor(slots[0])],
+        [_tensor(slots[1])],
+        [_tensor(s) for s in slots[2:]],
+        [torch.tensor(step - 1.0)],
+        fused=True,
+        decoupled_weight_decay=True,
+        amsgrad=len(slots) > 2,
+        beta1=float(hyper["beta_1"]),
+        beta2=beta_2,
+        lr=lr,
+        weight_decay=0.0 if decay is None else float(decay) / lr,
+        eps=float(hyper["epsilon"]) / correction,
+        maximize=False,
+    )
+    return True
+
+
+_FUSED_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
 def gather_rows(variable, indices):

@@ -99,10 +99,11 @@ def test_jax_model_parallel_table_sharded_by_rows():
     model = _jax_distributed(
         keras.distribution.ModelParallel(layout_map=layout_map, batch_dim_name="batch")
     )
-    table = table_of(model).value
-    # Each device holds half of the rows.
-    shapes = {s.data.shape for s in table.addressable_shards}
-    assert shapes == {(ROWS // 2, table.shape[1])}
+    # Each device holds half of the rows, of the table and of its slots.
+    table = table_of(model)
+    for value in [table.value] + [model.optimizer.get_slot(table, s).value for s in "mv"]:
+        shapes = {shard.data.shape for shard in value.addressable_shards}
+        assert shapes == {(ROWS // 2, value.shape[1])}
 
 
 SCRIPT = """

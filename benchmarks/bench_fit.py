@@ -47,8 +47,8 @@ def main(argv=None):
     import keras_lazyadam
 
     have_lazy_embedding = hasattr(keras_lazyadam, "LazyEmbedding")
-    steps_per_round = 6 if args.quick else 12
-    rounds = 2 if args.quick else 4
+    steps_per_round = 5 if args.quick else 8
+    rounds = 2 if args.quick else 3
 
     jit = args.jit_compile
     if args.backend == "tensorflow":

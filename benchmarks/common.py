@@ -170,6 +170,20 @@ def machine_info():
     return info
 
 
+def code_version():
+    """The package's git commit, '+dirty' if keras_lazyadam/ has changes."""
+    import subprocess
+
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
+                              capture_output=True, text=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "keras_lazyadam"],
+                               cwd=ROOT, capture_output=True, text=True).stdout.strip()
+        return head + ("+dirty" if dirty else "")
+    except OSError:
+        return "?"
+
+
 def load_avg():
     try:
         return os.getloadavg()
@@ -178,6 +192,8 @@ def load_avg():
 
 
 def write_json(path, data):
+    if isinstance(data, dict):
+        data.setdefault("code_version", code_version())
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "w") as f:
         json.dump(data, f, indent=1)

@@ -132,6 +132,16 @@ def render(raw, goal_rows):
         "Times are medians in ms with (min–max) over interleaved repeats; every "
         "comparison ran in one process. Ratios are medians over medians.\n"
     )
+    versions = sorted({
+        str(part.get("code_version", "?"))
+        for section in ("step", "fit")
+        for part in raw.get(section, {}).values()
+    } | {
+        str(r.get("code_version", "?"))
+        for cases in raw.get("memory", {}).values()
+        for r in cases.values()
+    })
+    L.append(f"keras_lazyadam code measured: commit {', '.join(versions)}.\n")
     bw = raw.get("bandwidth", {})
     L.append("## Goals\n")
     L.append("| goal | measured | verdict |\n|---|---|---|")

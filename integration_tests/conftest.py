@@ -112,6 +112,33 @@ def run_python(code, backend, cwd, env=None, timeout=300, check=True):
     Started from `cwd` (not the repository), so the *installed* package is
     imported where one is installed. The last stdout line is parsed as JSON.
     """
+    return run_many([(code, backend)], cwd, env, timeout, check)[0]
+
+
+def run_many(jobs, cwd, env=None, timeout=300, check=True):
+    """`run_python` for several (code, backend) jobs, run side by side."""
+    procs = [_start(code, backend, cwd, env) for code, backend in jobs]
+    results = []
+    for proc, (_, backend) in zip(procs, jobs):
+        try:
+            stdout, stderr = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            stdout, stderr = proc.communicate()
+        proc = subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
+        if not check:
+            results.append(proc)
+            continue
+        if proc.returncode != 0:
+            raise AssertionError(
+                f"{backend} subprocess failed ({proc.returncode}):\n"
+                f"{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
+            )
+        results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    return results
+
+
+def _start(code, backend, cwd, env):
     full_env = dict(os.environ)
     full_env.update({"KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "2"})
     full_env.pop("PYTHONPATH", None)
@@ -119,22 +146,14 @@ def run_python(code, backend, cwd, env=None, timeout=300, check=True):
         # A developer's checkout without the package installed: use the tree.
         full_env["PYTHONPATH"] = ROOT
     full_env.update(env or {})
-    proc = subprocess.run(
+    return subprocess.Popen(
         [sys.executable, "-c", textwrap.dedent(code)],
         cwd=str(cwd),
         env=full_env,
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=timeout,
     )
-    if not check:
-        return proc
-    if proc.returncode != 0:
-        raise AssertionError(
-            f"{backend} subprocess failed ({proc.returncode}):\n"
-            f"{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
-        )
-    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 @pytest.fixture(autouse=True)

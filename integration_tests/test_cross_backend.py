@@ -16,7 +16,7 @@ import pytest
 
 from conftest import BACKENDS
 from conftest import HERE
-from conftest import run_python
+from conftest import run_many
 
 MISSING = [b for b in BACKENDS if importlib.util.find_spec(b) is None]
 pytestmark = pytest.mark.skipif(
@@ -70,20 +70,19 @@ print(json.dumps(out))
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
     folder = tmp_path_factory.mktemp("cross")
-    for backend in BACKENDS:
-        code = SCRIPT.format(here=HERE, mode="save", folder=str(folder), sources=[])
-        run_python(code, backend, cwd=folder)
+    code = SCRIPT.format(here=HERE, mode="save", folder=str(folder), sources=[])
+    run_many([(code, backend) for backend in BACKENDS], cwd=folder)
     return folder
 
 
 @pytest.fixture(scope="module")
 def loaded(folder):
-    results = {}
+    jobs = []
     for backend in BACKENDS:
         others = [b for b in BACKENDS if b != backend]
         code = SCRIPT.format(here=HERE, mode="load", folder=str(folder), sources=others)
-        results[backend] = run_python(code, backend, cwd=folder)
-    return results
+        jobs.append((code, backend))
+    return dict(zip(BACKENDS, run_many(jobs, cwd=folder)))
 
 
 PAIRS = [p for p in itertools.permutations(BACKENDS, 2)]

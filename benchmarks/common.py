@@ -27,6 +27,14 @@ def select_backend(name):
     if "keras" in sys.modules:
         raise RuntimeError("select_backend must run before keras is imported")
     os.environ["KERAS_BACKEND"] = name
+    threads = os.environ.get("BENCH_THREADS")
+    if threads:  # pin intra-op threads of every framework (before import)
+        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "TF_NUM_INTRAOP_THREADS"):
+            os.environ[var] = threads
+        if threads == "1":
+            os.environ["XLA_FLAGS"] = (
+                os.environ.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false"
+                " intra_op_parallelism_threads=1").strip()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
     if ROOT not in sys.path:

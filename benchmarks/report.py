@@ -126,7 +126,8 @@ def render(raw, goal_rows):
         + ", ".join(f"{k} {val}" for k, val in v.items())
         + ".  \n"
         f"Run: {raw.get('date', '?')}, `python benchmarks/run_all.py"
-        f"{' --quick' if raw.get('quick') else ''}`, load average "
+        f"{' --quick' if raw.get('quick') else ''}`, intra-op threads: "
+        f"{raw.get('threads', 'framework default')}, load average "
         f"{_load(raw.get('load_start'))} at start, {_load(raw.get('load_end'))} at end "
         "(the machine is shared: other processes run alongside).  \n"
         "Times are medians in ms with (min–max) over interleaved repeats; every "

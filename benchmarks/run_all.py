@@ -91,6 +91,9 @@ def main(argv=None):
     parser.add_argument("--skip-fit", action="store_true")
     parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument("--report-only", action="store_true")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="pin every framework's intra-op threads (env "
+                        "BENCH_THREADS); use 1 on a loaded shared machine")
     args = parser.parse_args(argv)
     os.makedirs(RAW, exist_ok=True)
     raw_path = os.path.join(common.RESULTS, "raw.json")
@@ -100,6 +103,8 @@ def main(argv=None):
             raw = json.load(f)
         return report(raw)
 
+    if args.threads:
+        os.environ["BENCH_THREADS"] = str(args.threads)
     t_start = time.time()
     raw = {}
     if os.path.exists(raw_path):
@@ -110,6 +115,7 @@ def main(argv=None):
     raw.setdefault("memory", {})
     raw["machine"] = common.machine_info()
     raw["quick"] = args.quick
+    raw["threads"] = args.threads or "framework default"
     raw["date"] = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
     raw["load_start"] = common.load_avg()
     print(f"machine: {raw['machine']}\nload average: {raw['load_start']}")

@@ -20,18 +20,6 @@ from keras_lazyadam import LazyAdam
 
 LAYERS = {"stock-layer": keras.layers.Embedding, "drop-in-layer": Embedding}
 
-# On TensorFlow graphs (model.fit, tf.function) the row checks are Assert ops
-# that only the bad variable's scatters wait for: the iteration counter and
-# the other variables' updates do not, so a raising step is half-applied.
-TF_GRAPH_HALF_APPLIED = pytest.mark.xfail(
-    BACKEND == "tensorflow",
-    strict=True,
-    reason="core bug: in TF graphs a step whose row check fails still "
-    "increments `iterations` and updates the other variables "
-    "(keras_lazyadam/backend/tensorflow.py check_rows: control deps cover "
-    "only that variable's scatters)",
-)
-
 
 def _snapshot(model):
     return [w.copy() for w in model.get_weights()], optimizer_state(model.optimizer)
@@ -58,7 +46,6 @@ ERRORS = {
 }
 
 
-@TF_GRAPH_HALF_APPLIED
 @pytest.mark.parametrize("layer", list(LAYERS.values()), ids=list(LAYERS))
 def test_id_out_of_range_in_fit(layer):
     model = _trained(layer)
@@ -83,7 +70,7 @@ def test_id_out_of_range_in_fit(layer):
 
 @pytest.mark.parametrize(
     "layer",
-    [keras.layers.Embedding, pytest.param(Embedding, marks=TF_GRAPH_HALF_APPLIED)],
+    [keras.layers.Embedding, Embedding],
     ids=list(LAYERS),
 )
 def test_negative_id_in_fit(layer):
@@ -209,7 +196,7 @@ def test_wrong_gradient_shape_or_dtype_raises_before_any_write(bad, match, mode)
 @pytest.mark.parametrize(
     "mode",
     ["eager"]
-    + ([pytest.param("compiled", marks=TF_GRAPH_HALF_APPLIED)] if BACKEND != "torch" else []),
+    + (["compiled"] if BACKEND != "torch" else []),
 )
 @pytest.mark.parametrize("row", [6, -1], ids=["too-large", "negative"])
 def test_sparse_gradient_with_bad_rows(row, mode):

@@ -26,17 +26,9 @@ from keras_lazyadam import LazyAdam
 HUGE = {"mixed_float16": 1e4, "mixed_bfloat16": 1e37}
 
 
-TORCH_SPARSE_LSO = pytest.mark.xfail(
-    BACKEND == "torch" and Embedding is not keras.layers.Embedding,
-    strict=True,
-    reason="core bug: on torch LazyEmbedding hands LossScaleOptimizer a sparse "
-    "COO gradient (the table is marked sparse-ok by the inner LazyAdam's build) "
-    "and Keras' LossScaleOptimizer.check_finite calls torch.isfinite on it: "
-    "NotImplementedError for SparseCPU",
-)
 LAYERS = {
     "stock-layer": keras.layers.Embedding,
-    "drop-in-layer": pytest.param(Embedding, marks=TORCH_SPARSE_LSO),
+    "drop-in-layer": Embedding,
 }
 
 

@@ -12,6 +12,8 @@ Each backend module provides the same small interface:
 - `unique_count(segments)`: the number of unique rows of a coalesced
   gradient where the backend takes dynamic shapes, else `None` (then every
   position is updated; duplicates compute identical rows).
+- `after(tensors)`: a context whose ops run after `tensors` (the checked
+  indices), so that a failed check leaves the whole step unapplied.
 - `nonzero_rows(grad)`: `(indices, values)` of the rows of a dense gradient
   that are not all zero, where the backend can form a dynamic-size result
   cheaply; `None` where it cannot (the optimizer then masks instead).
@@ -47,6 +49,7 @@ else:
 
 to_sparse_rows = impl.to_sparse_rows
 check_rows = impl.check_rows
+after = impl.after
 nonzero_rows = impl.nonzero_rows
 sum_rows = impl.sum_rows
 unique_count = impl.unique_count

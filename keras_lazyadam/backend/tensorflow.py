@@ -1,5 +1,6 @@
 """TensorFlow half of LazyAdam: `tf.IndexedSlices` in, scatters out."""
 
+import contextlib
 import keras
 import tensorflow as tf
 
@@ -38,6 +39,13 @@ def sum_rows(values, segments, num_segments):
 def unique_count(segments):
     # Static shapes keep `jit_compile=True` working: update every position.
     return None
+
+
+def after(tensors):
+    """A context in which new ops run after `tensors` (graphs only)."""
+    if not tensors or tf.executing_eagerly():
+        return contextlib.nullcontext()
+    return tf.control_dependencies(tensors)
 
 
 def nonzero_rows(grad):

@@ -167,24 +167,8 @@ def _clean_keras_state():
 
 def sparse_gradient(indices, values, shape):
     """The backend's native row-sparse gradient (duplicate rows allowed)."""
-    indices = np.asarray(indices, dtype=np.int64)
-    values = np.asarray(values)
-    if BACKEND == "tensorflow":
-        import tensorflow as tf
+    from keras_lazyadam import backend as lazy_backend
 
-        return tf.IndexedSlices(
-            tf.constant(values), tf.constant(indices), tf.constant(shape, tf.int64)
-        )
-    if BACKEND == "jax":
-        import jax.numpy as jnp
-        from jax.experimental import sparse as jax_sparse
-
-        return jax_sparse.BCOO(
-            (jnp.asarray(values), jnp.asarray(indices, jnp.int32)[:, None]),
-            shape=tuple(shape),
-        )
-    import torch
-
-    return torch.sparse_coo_tensor(
-        torch.as_tensor(indices)[None, :], torch.as_tensor(values), tuple(shape)
+    return lazy_backend.sparse_gradient(
+        np.asarray(indices, dtype=np.int64), np.asarray(values), shape
     )

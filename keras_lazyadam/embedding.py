@@ -39,6 +39,8 @@ class LazyEmbedding(keras.layers.Embedding):
             return super().call(inputs)
         if inputs.dtype != "int32" and inputs.dtype != "int64":
             inputs = ops.cast(inputs, "int32")
+        # As `keras.layers.Embedding` (through `ops.take`): -1 is the last row.
+        inputs = ops.where(inputs < 0, inputs + self.input_dim, inputs)
         table = self._embeddings
         outputs = lazy_backend.embedding_lookup(
             table, inputs, sparse=getattr(table, _SPARSE_OK, False)

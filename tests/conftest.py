@@ -7,6 +7,8 @@ import keras
 import numpy as np
 import pytest
 
+from keras_lazyadam import backend as lazy_backend
+
 sys.path.insert(0, os.path.dirname(__file__))
 
 BACKEND = keras.backend.backend()
@@ -19,26 +21,8 @@ def pytest_report_header(config):
 
 def sparse_gradient(indices, values, shape):
     """The backend's native row-sparse gradient (duplicates allowed)."""
-    indices = np.asarray(indices, dtype=np.int64)
-    values = np.asarray(values)
-    if BACKEND == "tensorflow":
-        import tensorflow as tf
-
-        return tf.IndexedSlices(
-            tf.constant(values), tf.constant(indices), tf.constant(shape, tf.int64)
-        )
-    if BACKEND == "jax":
-        from jax.experimental import sparse as jax_sparse
-        import jax.numpy as jnp
-
-        return jax_sparse.BCOO(
-            (jnp.asarray(values), jnp.asarray(indices, jnp.int32)[:, None]),
-            shape=tuple(shape),
-        )
-    import torch
-
-    return torch.sparse_coo_tensor(
-        torch.as_tensor(indices)[None, :], torch.as_tensor(values), tuple(shape)
+    return lazy_backend.sparse_gradient(
+        np.asarray(indices, dtype=np.int64), np.asarray(values), shape
     )
 
 

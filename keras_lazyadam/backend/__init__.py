@@ -4,6 +4,8 @@ Each backend module provides the same small interface:
 
 - `to_sparse_rows(grad)`: a native sparse gradient (`tf.IndexedSlices`, JAX
   `BCOO`, torch sparse COO) as `(indices, values)` row slices, else `None`.
+- `sparse_gradient(indices, values, shape)`: the inverse, a native row-sparse
+  gradient (duplicates allowed), for custom training loops and tests.
 - `check_rows(indices, num_rows, name)`: the indices, checked to be rows of
   the variable (raising `ValueError` where the backend can check).
 - `sum_rows(values, segments, num_segments)`: the scatter-add that sums
@@ -48,6 +50,7 @@ else:
     )
 
 to_sparse_rows = impl.to_sparse_rows
+sparse_gradient = impl.sparse_gradient
 check_rows = impl.check_rows
 after = impl.after
 nonzero_rows = impl.nonzero_rows

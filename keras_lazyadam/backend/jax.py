@@ -30,6 +30,11 @@ def to_sparse_rows(grad):
     return rows, values
 
 
+def sparse_gradient(indices, values, shape):
+    indices = jnp.asarray(indices, jnp.int32)[:, None]
+    return jax_sparse.BCOO((jnp.asarray(values), indices), shape=tuple(shape))
+
+
 def check_rows(indices, num_rows, name):
     """Raises on bad rows when it can see them; under jit, drops them.
 

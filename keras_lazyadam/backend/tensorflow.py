@@ -18,6 +18,14 @@ def to_sparse_rows(grad):
     return None
 
 
+def sparse_gradient(indices, values, shape):
+    return tf.IndexedSlices(
+        tf.convert_to_tensor(values),
+        tf.convert_to_tensor(indices),
+        tf.constant(shape, tf.int64),
+    )
+
+
 def check_rows(indices, num_rows, name):
     # Checked in graphs too; XLA (`jit_compile=True`) drops asserts, and its
     # gathers clamp out-of-range rows.

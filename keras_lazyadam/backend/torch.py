@@ -24,6 +24,11 @@ def to_sparse_rows(grad):
     return rows, values
 
 
+def sparse_gradient(indices, values, shape):
+    indices = torch.as_tensor(indices, dtype=torch.int64)[None, :]
+    return torch.sparse_coo_tensor(indices, torch.as_tensor(values), tuple(shape))
+
+
 def check_rows(indices, num_rows, name):
     # One device-to-host sync on GPU, as torch's own sparse optimizers pay.
     if indices.numel() and (indices.min() < 0 or indices.max() >= num_rows):

@@ -1,7 +1,8 @@
 """Workflow 9: a long run. 2,000 steps of the embedding model with LazyAdam
 stay finite, and the training loss falls at least as far as Keras' Adam's on
-the same data from the same start (a sanity bound, not a race: LazyAdam may
-not fall less than 0.9 times as far as Adam does)."""
+the same data from the same start (a sanity bound, not a race). Measured
+here: start 0.536, LazyAdam ends at 2.9e-6 on every backend, Adam at 3.7e-5
+(TF) and 2.3e-4 (JAX, torch)."""
 
 import keras
 import numpy as np
@@ -44,4 +45,4 @@ def test_two_thousand_steps_finite_and_fall_like_adam():
     assert all(np.isfinite(w).all() for w in lazy.optimizer.get_weights())
     assert np.isfinite(lazy_losses).all()
     assert adam_end < start  # the data is learnable at all
-    assert start - lazy_end >= 0.9 * (start - adam_end), (start, lazy_end, adam_end)
+    assert start - lazy_end >= start - adam_end, (start, lazy_end, adam_end)

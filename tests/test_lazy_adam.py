@@ -37,6 +37,14 @@ def _dense_steps(seed, steps=5, zero_rows=(2, 7)):
     return out
 
 
+def _tiny_row_steps(seed):
+    """Row 7 carries one 1e-30 (its square underflows to 0): still touched."""
+    steps = _dense_steps(seed, steps=4, zero_rows=[2])
+    for _, g in steps[1:]:
+        g[7] = [1e-30, 0.0, 0.0]
+    return steps
+
+
 CASES = [
     dict(testcase_name="duplicates", steps=_sparse_steps(1)),
     dict(testcase_name="float64", steps=_sparse_steps(2, dtype="float64"), dtype="float64"),
@@ -52,6 +60,7 @@ CASES = [
     ),
     dict(testcase_name="dense_skip_zero_rows", steps=_dense_steps(7)),
     dict(testcase_name="dense_exact_adam", steps=_dense_steps(8), kwargs=dict(skip_zero_rows=False)),
+    dict(testcase_name="dense_tiny_row_is_touched", steps=_tiny_row_steps(14)),
     dict(testcase_name="amsgrad_dense", steps=_dense_steps(9), kwargs=dict(amsgrad=True)),
     dict(testcase_name="all_rows_dense", steps=_dense_steps(13, zero_rows=[]), kwargs=dict(amsgrad=True, weight_decay=0.1)),
     dict(testcase_name="mixed", steps=_sparse_steps(10, 3) + _dense_steps(11, 2) + _sparse_steps(12, 2)),

@@ -5,8 +5,10 @@ of a variable. It is always *coalesced*: duplicate row indices have been summed
 (the lazy Adam update is non-linear, so they must be). Its shapes are static,
 which keeps it usable under `jax.jit` and XLA:
 
-- `indices` (n,): the row of every input position, sorted.
-- `segments` (n,): the slot of every position; equal rows share a slot.
+- `indices` (n,): the row of every input position (sorted, unless the
+  backend numbers unique rows itself).
+- `segments` (n,): the slot of every position; equal rows share a slot, and
+  the slots used are 0 .. (number of unique rows - 1).
 - `sums` (n, ...): the summed gradient of every slot. Slots past the number of
   unique rows are zero, so norms computed from `sums` are exact.
 
@@ -81,11 +83,14 @@ def coalesce(indices, values):
         values: tensor (n, ...), the gradient slice of every index.
     """
     indices = ops.cast(indices, "int32")
-    order = ops.argsort(indices)
-    indices = ops.take(indices, order)
-    values = ops.take(values, order, axis=0)
-    previous = ops.concatenate([indices[:1], indices[:-1]])
-    segments = ops.cumsum(ops.cast(ops.not_equal(indices, previous), "int32"))
+    segments = lazy_backend.unique_segments(indices)
+    if segments is None:  # sort, then number the runs of equal indices
+        order = ops.argsort(indices)
+        indices = ops.take(indices, order)
+        values = ops.take(values, order, axis=0)
+        previous = ops.concatenate([indices[:1], indices[:-1]])
+        new_row = ops.cast(ops.not_equal(indices, previous), "int32")
+        segments = ops.cumsum(new_row)
     sums = lazy_backend.sum_rows(values, segments, ops.shape(indices)[0])
     return SparseRows(indices, segments, sums)
 

@@ -11,6 +11,9 @@ Each backend module provides the same small interface:
 - `sum_rows(values, segments, num_segments)`: the scatter-add that sums
   duplicate rows (`ops.segment_sum` rounds float64 to float32 on torch,
   and `ops.scatter` loops in Python there).
+- `unique_segments(indices)`: the slot of every index (equal indices share
+  one; slots 0 .. k-1) where the backend has a fast unique, else `None`
+  (then `coalesce` sorts the indices).
 - `unique_count(segments)`: the number of unique rows of a coalesced
   gradient where the backend takes dynamic shapes, else `None` (then every
   position is updated; duplicates compute identical rows).
@@ -55,6 +58,7 @@ check_rows = impl.check_rows
 after = impl.after
 nonzero_rows = impl.nonzero_rows
 sum_rows = impl.sum_rows
+unique_segments = impl.unique_segments
 unique_count = impl.unique_count
 fused_dense_update = impl.fused_dense_update
 gather_rows = impl.gather_rows

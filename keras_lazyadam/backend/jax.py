@@ -60,7 +60,8 @@ def sum_rows(values, segments, num_segments):
 
 
 def unique_segments(indices):
-    return None  # sorting is as fast as jnp's unique, which sorts too
+    # jnp.unique sorts too, and needs a static size under jit: sort here.
+    return None
 
 
 def unique_count(segments):

@@ -45,6 +45,13 @@ def _tiny_row_steps(seed):
     return steps
 
 
+def _nan_row_steps(seed):
+    """Row 5 carries one NaN among zeros: touched (poisoned, as in Adam)."""
+    steps = _dense_steps(seed, steps=2, zero_rows=[2, 5])
+    steps[1][1][5, 1] = np.nan
+    return steps
+
+
 CASES = [
     dict(testcase_name="duplicates", steps=_sparse_steps(1)),
     dict(testcase_name="float64", steps=_sparse_steps(2, dtype="float64"), dtype="float64"),
@@ -61,6 +68,7 @@ CASES = [
     dict(testcase_name="dense_skip_zero_rows", steps=_dense_steps(7)),
     dict(testcase_name="dense_exact_adam", steps=_dense_steps(8), kwargs=dict(skip_zero_rows=False)),
     dict(testcase_name="dense_tiny_row_is_touched", steps=_tiny_row_steps(14)),
+    dict(testcase_name="dense_nan_row_is_touched", steps=_nan_row_steps(15)),
     dict(testcase_name="amsgrad_dense", steps=_dense_steps(9), kwargs=dict(amsgrad=True)),
     dict(testcase_name="all_rows_dense", steps=_dense_steps(13, zero_rows=[]), kwargs=dict(amsgrad=True, weight_decay=0.1)),
     dict(testcase_name="mixed", steps=_sparse_steps(10, 3) + _dense_steps(11, 2) + _sparse_steps(12, 2)),

@@ -268,7 +268,9 @@ class LazyAdam(lazy_backend.OptimizerMixin, keras.optimizers.Optimizer):
         touched = None
         if self.skip_zero_rows and len(variable.shape) >= 2:
             axes = tuple(range(1, len(variable.shape)))
-            touched = ops.any(ops.not_equal(g, 0), axis=axes, keepdims=True)
+            # max |g| != 0 (NaN propagates): any(g != 0), fused better by XLA.
+            row_max = ops.max(ops.abs(g), axis=axes, keepdims=True)
+            touched = ops.not_equal(row_max, 0)
             # Untouched rows get zero rates, so m and v come out exactly as
             # they were (v + (0 - v) * 0 == v). Selecting between whole new
             # and old tables instead is 4x slower under XLA on CPU.

@@ -27,9 +27,12 @@ class LazyEmbedding(keras.layers.Embedding):
     - torch: a sparse COO tensor (`F.embedding(..., sparse=True)`) when the
       table is trained by `LazyAdam`; dense with any other optimizer, so
       those keep working.
-    - JAX: dense, as the stock layer: Keras' JAX trainer differentiates
-      every trainable variable as a dense array. LazyAdam still updates only
-      the rows whose gradient is non-zero.
+    - JAX: Keras' JAX trainer differentiates every trainable variable as a
+      dense array, so the table's gradient is dense; but the lookup's
+      backward pass also records the looked-up rows' gradient, LazyAdam
+      uses those rows, and XLA then never forms the dense table gradient
+      (the whole step is O(rows looked up)). Any other optimizer, or
+      anything that changes the gradient first, gets the dense array.
 
     LoRA and quantized tables fall back to the stock lookup.
     """

@@ -179,7 +179,7 @@ class LazyAdam(lazy_backend.OptimizerMixin, keras.optimizers.Optimizer):
         """
         if gradient is None:
             return None, None
-        rows = lazy_backend.to_sparse_rows(gradient)
+        rows = lazy_backend.to_sparse_rows(gradient, variable)
         shape = gradient.shape if rows is None else (None,) + tuple(rows[1].shape[1:])
         dtype = gradient.dtype if rows is None else rows[1].dtype
         _check_gradient(variable, shape, dtype)

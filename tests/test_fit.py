@@ -36,7 +36,8 @@ def _table_state(model):
     return [numpy(table), numpy(opt.get_slot(table, "m")), numpy(opt.get_slot(table, "v"))]
 
 
-JIT = [False, True] if BACKEND == "tensorflow" else [False]
+# torch's jit_compile means torch.compile: not part of this product's claims.
+JIT = [False, True] if BACKEND in ("tensorflow", "jax") else [False]
 KWARGS = {
     "plain": {},
     "weight_decay": {"weight_decay": 0.05},
@@ -115,6 +116,7 @@ class _RecordingLazyAdam(LazyAdam):
 SPARSE_PATH = {
     ("tensorflow", "stock"): "SparseRows",
     ("tensorflow", "lazy"): "SparseRows",
+    ("jax", "lazy"): "SparseRows",
     ("torch", "lazy"): "SparseRows",
 }
 
@@ -131,3 +133,30 @@ def test_table_gradient_kind(layer):
     kind = opt.kinds[(ROWS, DIM)]
     expected = SPARSE_PATH.get((BACKEND, layer), "dense")
     assert (kind == "SparseRows") == (expected == "SparseRows"), kind
+
+
+class _DoublingLazyAdam(LazyAdam):
+    def apply(self, grads, trainable_variables=None):
+        grads = [None if g is None else g * 2 for g in grads]
+        return super().apply(grads, trainable_variables)
+
+
+@pytest.mark.skipif(
+    BACKEND != "jax", reason="the recorded-rows path of LazyEmbedding is JAX's"
+)
+@pytest.mark.parametrize("jit_compile", [False, True], ids=lambda j: f"jit={j}")
+def test_transformed_table_gradient_is_not_replaced_by_recorded_rows(jit_compile):
+    """LazyEmbedding's recorded rows stand in only for the untouched gradient."""
+    x, y = _batch(np.arange(ROWS), 6)
+    weights = {}
+    for name in LAYERS:
+        model = _model(name)
+        model.compile(
+            optimizer=_DoublingLazyAdam(0.01),
+            loss="binary_crossentropy",
+            jit_compile=jit_compile,
+        )
+        model.fit(x, y, batch_size=4, epochs=1, verbose=0, shuffle=False)
+        weights[name] = [numpy(w) for w in model.weights]
+    for a, b in zip(weights["stock"], weights["lazy"]):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)

@@ -2,8 +2,10 @@
 
 Each backend module provides the same small interface:
 
-- `to_sparse_rows(grad)`: a native sparse gradient (`tf.IndexedSlices`, JAX
-  `BCOO`, torch sparse COO) as `(indices, values)` row slices, else `None`.
+- `to_sparse_rows(grad, variable)`: a native sparse gradient
+  (`tf.IndexedSlices`, JAX `BCOO`, torch sparse COO), or the dense gradient
+  of a `LazyEmbedding` table whose rows the JAX lookup recorded, as
+  `(indices, values)` row slices, else `None`.
 - `sparse_gradient(indices, values, shape)`: the inverse, a native row-sparse
   gradient (duplicates allowed), for custom training loops and tests.
 - `check_rows(indices, num_rows, name)`: the indices, checked to be rows of

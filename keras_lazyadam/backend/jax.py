@@ -10,9 +10,13 @@ import jax.numpy as jnp
 from jax.experimental import sparse as jax_sparse
 
 
-def to_sparse_rows(grad):
+# Where `embedding_lookup`'s backward pass leaves a table's row gradient.
+_ROWS = "_keras_lazyadam_row_gradient"
+
+
+def to_sparse_rows(grad, variable):
     if not isinstance(grad, jax_sparse.BCOO):
-        return None
+        return _looked_up_rows(grad, variable)
     if grad.n_batch:
         raise ValueError(
             "LazyAdam takes BCOO gradients without batch dimensions. "
@@ -109,9 +113,48 @@ def compute_gradients(loss, var_list, tape=None):
 
 
 def embedding_lookup(table, ids, sparse):
-    # Keras' JAX trainer differentiates the table as a dense array: the
-    # gradient is dense whatever the lookup, and LazyAdam skips its zero rows.
-    return jnp.take(table.value, ids, axis=0)
+    """`take` whose backward pass also leaves the looked-up rows' gradient.
+
+    Keras' JAX trainer differentiates every trainable variable as a dense
+    array, and forming that array (a scatter into a fresh table-sized zero
+    buffer) costs as much as a whole Adam step. So the backward pass records
+    `(ids, gradient of the looked-up rows)` on the variable, next to the
+    dense gradient it returns. `to_sparse_rows` hands LazyAdam those rows
+    when it is given that very dense gradient (same trace, nothing added to
+    it); the dense gradient is then unused and XLA drops it. Any other
+    consumer (another optimizer, loss scaling) gets the correct dense array.
+    """
+    if not sparse:
+        return jnp.take(table.value, ids, axis=0)
+
+    @jax.custom_vjp
+    def lookup(value, ids):
+        return jnp.take(value, ids, axis=0)
+
+    def forward(value, ids):
+        return jnp.take(value, ids, axis=0), (value, ids)
+
+    def backward(residuals, rows_gradient):
+        value, ids = residuals
+        dense = jnp.zeros_like(value).at[ids].add(rows_gradient)
+        setattr(table, _ROWS, (dense, ids, rows_gradient))
+        return dense, None
+
+    lookup.defvjp(forward, backward)
+    return lookup(table.value, ids)
+
+
+def _looked_up_rows(grad, variable):
+    """`(ids, rows)` recorded by `embedding_lookup` if `grad` is its output."""
+    recorded = getattr(variable, _ROWS, None)
+    if recorded is None:
+        return None
+    setattr(variable, _ROWS, None)  # one use; drop the references
+    dense, ids, rows = recorded
+    if grad is not dense:
+        return None
+    row_shape = tuple(dense.shape[1:])
+    return ids.reshape(-1), rows.reshape((-1,) + row_shape)
 
 
 class OptimizerMixin:

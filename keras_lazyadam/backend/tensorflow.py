@@ -12,7 +12,7 @@ def _tf_variable(variable):
     return variable
 
 
-def to_sparse_rows(grad):
+def to_sparse_rows(grad, variable):
     if isinstance(grad, tf.IndexedSlices):
         return grad.indices, grad.values
     return None

@@ -7,7 +7,7 @@ import torch
 from torch.optim.adam import adam as functional_adam
 
 
-def to_sparse_rows(grad):
+def to_sparse_rows(grad, variable):
     if not (isinstance(grad, torch.Tensor) and grad.layout == torch.sparse_coo):
         return None
     # `_indices()`/`_values()` are the documented accessors of an uncoalesced

@@ -268,9 +268,12 @@ class LazyAdam(lazy_backend.OptimizerMixin, keras.optimizers.Optimizer):
         touched = None
         if self.skip_zero_rows and len(variable.shape) >= 2:
             axes = tuple(range(1, len(variable.shape)))
-            # max |g| != 0 (NaN propagates): any(g != 0), fused better by XLA.
-            row_max = ops.max(ops.abs(g), axis=axes, keepdims=True)
-            touched = ops.not_equal(row_max, 0)
+            # A row is touched iff its max or min is non-zero (NaN included):
+            # any(g != 0), but reduced faster by XLA and as fast on TF.
+            touched = ops.logical_or(
+                ops.not_equal(ops.max(g, axis=axes, keepdims=True), 0),
+                ops.not_equal(ops.min(g, axis=axes, keepdims=True), 0),
+            )
             # Untouched rows get zero rates, so m and v come out exactly as
             # they were (v + (0 - v) * 0 == v). Selecting between whole new
             # and old tables instead is 4x slower under XLA on CPU.

@@ -37,8 +37,9 @@ def numpy(x):
 class Stepper:
     """Applies gradients to one variable, eagerly or compiled.
 
-    compiled: tf.function on TensorFlow, jax.jit over `stateless_apply` on JAX;
-    torch has no compiled mode here (eager only).
+    compiled: tf.function on TensorFlow ("xla": with jit_compile=True),
+    jax.jit over `stateless_apply` on JAX; torch has no compiled mode here
+    (eager only).
     """
 
     def __init__(self, optimizer, variable, compiled):
@@ -52,7 +53,9 @@ class Stepper:
             import tensorflow as tf
 
             self._step = tf.function(
-                lambda g: optimizer.apply([g], [variable]), reduce_retracing=True
+                lambda g: optimizer.apply([g], [variable]),
+                reduce_retracing=True,
+                jit_compile=compiled == "xla",
             )
         elif BACKEND == "jax":
             import jax
@@ -81,11 +84,14 @@ class Stepper:
         return numpy(self.optimizer.get_slot(self.variable, name))
 
 
-@pytest.fixture(params=["eager", "compiled"])
+@pytest.fixture(params=["eager", "compiled", "xla"])
 def compiled(request):
-    if request.param == "compiled" and BACKEND == "torch":
+    """False (eager), True (compiled) or "xla" (TF's `jit_compile=True`)."""
+    if request.param != "eager" and BACKEND == "torch":
         pytest.skip("torch: the optimizer step runs eagerly (no compiled mode)")
-    return request.param == "compiled"
+    if request.param == "xla" and BACKEND != "tensorflow":
+        pytest.skip("XLA through jit_compile is TF's; JAX's jit is 'compiled'")
+    return {"eager": False, "compiled": True, "xla": "xla"}[request.param]
 
 
 if BACKEND == "jax":

@@ -215,3 +215,22 @@ def test_element_sparse_gradient():
     LazyAdam(0.1).apply([g], [a])
     LazyAdam(0.1).apply([dense_gradient(dense)], [b])
     np.testing.assert_allclose(numpy(a), numpy(b), rtol=1e-6)
+
+
+@pytest.mark.skipif(BACKEND != "tensorflow", reason="jit_compile's XLA is TF's")
+def test_tf_steps_for_xla_keep_static_shapes():
+    """A dynamic row count under XLA makes each step take seconds."""
+    import tensorflow as tf
+
+    from keras_lazyadam.backend import tensorflow as tf_backend
+
+    seen = {}
+    for name, jit in (("xla", True), ("graph", False)):
+
+        def probe(name=name):
+            seen[name] = tf_backend._building_for_xla()
+            return tf.constant(0)
+
+        tf.function(probe, jit_compile=jit)()
+    seen["eager"] = tf_backend._building_for_xla()
+    assert seen == {"xla": True, "graph": False, "eager": False}

@@ -44,15 +44,36 @@ def sum_rows(values, segments, num_segments):
     return tf.math.unsorted_segment_sum(values, segments, num_segments)
 
 
+def _building_for_xla():
+    """Whether the ops being built will be compiled by XLA (`jit_compile`).
+
+    No public API says so. Under XLA a dynamic row count makes every step
+    take seconds, while in graphs and eagerly it is the fast path, so this
+    one private call is unavoidable; should it go away, the static path
+    (correct everywhere) is taken.
+    """
+    try:
+        from tensorflow.python.ops import control_flow_util
+    except ImportError:
+        return True
+    graph = tf.compat.v1.get_default_graph()
+    return control_flow_util.GraphOrParentsInXlaContext(graph)
+
+
 def unique_segments(indices):
-    # tf.unique (hash-based, with an XLA kernel) beats sorting: 1.3x faster
-    # for the whole step with 4,096 ids on a 1M-row table.
+    # Outside XLA, tf.unique (hash-based) beats sorting: with 4,096 ids on a
+    # 1M-row table the whole step matches a tfa-style step (1.4x before).
+    # Under XLA, sorting is faster.
+    if _building_for_xla():
+        return None
     return tf.unique(indices).idx
 
 
 def unique_count(segments):
-    # Graphs and XLA both take a dynamic size here: each row is updated
-    # once, not once per duplicate position.
+    # Outside XLA each unique row is updated once; XLA needs static shapes,
+    # so there every position is updated (duplicates compute equal rows).
+    if _building_for_xla():
+        return None
     return tf.reduce_max(tf.concat([segments, [-1]], 0)) + 1
 
 

@@ -38,10 +38,12 @@ def _dense_steps(seed, steps=5, zero_rows=(2, 7)):
 
 
 def _tiny_row_steps(seed):
-    """Row 7 carries one 1e-30 (its square underflows to 0): still touched."""
+    """Row 7 carries one 1e-30 (its square underflows to 0), row 3 sums to
+    zero: both still touched."""
     steps = _dense_steps(seed, steps=4, zero_rows=[2])
     for _, g in steps[1:]:
         g[7] = [1e-30, 0.0, 0.0]
+        g[3] = [1.0, -1.0, 0.0]
     return steps
 
 

@@ -55,7 +55,7 @@ print(json.dumps({
 @pytest.mark.skipif(
     not ISOLATED,
     reason="needs a fresh venv with the wheel and one backend: run "
-    "`tox -e integration-<backend>` (it sets KERAS_LAZYADAM_ISOLATED_BACKEND)",
+    "`tox -e <backend>` (it sets KERAS_LAZYADAM_ISOLATED_BACKEND)",
 )
 def test_installed_wheel_with_exactly_one_backend_trains(tmp_path):
     assert ISOLATED == BACKEND
@@ -77,7 +77,7 @@ def test_installed_wheel_with_exactly_one_backend_trains(tmp_path):
 
 
 @pytest.mark.skipif(
-    not ISOLATED, reason="needs the installed wheel (tox -e integration-<backend>)"
+    not ISOLATED, reason="needs the installed wheel (tox -e <backend>)"
 )
 def test_console_scripts_of_the_wheel_resolve(tmp_path):
     code = """

@@ -12,8 +12,9 @@ import sys
 import textwrap
 
 # JAX: simulated CPU devices for keras.distribution, before JAX is imported.
-# (The tox environment sets it too; a run where JAX was imported earlier, e.g.
-# together with tests/, sees one device and skips the multi-device tests.)
+# (tox runs integration_tests/ in its own pytest process for this; a run where
+# JAX was imported earlier, e.g. together with tests/, sees one device and
+# skips the multi-device tests.)
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=4")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 

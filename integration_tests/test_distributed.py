@@ -48,7 +48,7 @@ jax_only = pytest.mark.skipif(
 four_devices = pytest.mark.skipif(
     BACKEND == "jax" and len(_devices()) < 4,
     reason="needs 4 JAX CPU devices: XLA_FLAGS=--xla_force_host_platform_device_count=4 "
-    "before JAX is imported (the tox env sets it)",
+    "before JAX is imported (integration_tests/conftest.py sets it)",
 )
 
 

@@ -1,8 +1,8 @@
 """Workflow 1: install as a user would.
 
-The tox environments `integration-<backend>` are fresh virtual environments
-(no system site-packages) holding the built wheel, keras and exactly one
-backend. This test checks that, from a directory outside the repository, and
+The tox environments `tensorflow`, `jax` and `torch` are fresh virtual
+environments (no system site-packages) holding the built wheel, keras and
+exactly one backend. This test checks that, from a directory outside the repository, and
 trains a few steps with the installed package.
 """
 

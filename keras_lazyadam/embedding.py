@@ -3,15 +3,8 @@
 import keras
 from keras import ops
 
-from keras_lazyadam import backend as lazy_backend
-
-# Set on a variable by an optimizer that takes native sparse gradients.
-_SPARSE_OK = "_keras_lazyadam_takes_sparse_gradients"
-
-
-def mark_sparse_ok(variable):
-    """Records that `variable`'s optimizer accepts sparse gradients."""
-    setattr(variable, _SPARSE_OK, True)
+from keras_lazyadam import backend
+from keras_lazyadam import marks
 
 
 @keras.saving.register_keras_serializable(package="keras_lazyadam")
@@ -44,8 +37,8 @@ class LazyEmbedding(keras.layers.Embedding):
             inputs = ops.cast(inputs, "int32")
         # As `keras.layers.Embedding` (through `ops.take`): -1 is the last row.
         inputs = ops.where(inputs < 0, inputs + self.input_dim, inputs)
-        table = self._embeddings
-        outputs = lazy_backend.embedding_lookup(
-            table, inputs, sparse=getattr(table, _SPARSE_OK, False)
+        table = self.embeddings
+        outputs = backend.embedding_lookup(
+            table, inputs, sparse=marks.takes_sparse(table)
         )
         return ops.cast(outputs, dtype=self.compute_dtype)

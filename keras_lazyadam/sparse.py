@@ -19,7 +19,7 @@ them all back with a scatter is well defined on every backend.
 
 from keras import ops
 
-from keras_lazyadam import backend as lazy_backend
+from keras_lazyadam import backend
 
 
 class SparseRows:
@@ -60,11 +60,15 @@ class SparseRows:
             rows, ops.expand_dims(self.segments, -1), self.indices
         )
 
+    def row_slices(self):
+        """`(indices, values)`: an uncoalesced form of the same gradient."""
+        return self.slot_indices(), self.sums
+
     def squared_norm(self):
         return ops.sum(ops.square(self.sums))
 
     def densify(self, shape):
-        return lazy_backend.sum_rows(self.sums, self.slot_indices(), shape[0])
+        return backend.sum_rows(self.sums, self.slot_indices(), shape[0])
 
     def __mul__(self, scale):
         return self.with_sums(ops.multiply(self.sums, scale))
@@ -83,7 +87,7 @@ def coalesce(indices, values):
         values: tensor (n, ...), the gradient slice of every index.
     """
     indices = ops.cast(indices, "int32")
-    segments = lazy_backend.unique_segments(indices)
+    segments = backend.unique_segments(indices)
     if segments is None:  # sort, then number the runs of equal indices
         order = ops.argsort(indices)
         indices = ops.take(indices, order)
@@ -91,7 +95,7 @@ def coalesce(indices, values):
         previous = ops.concatenate([indices[:1], indices[:-1]])
         new_row = ops.cast(ops.not_equal(indices, previous), "int32")
         segments = ops.cumsum(new_row)
-    sums = lazy_backend.sum_rows(values, segments, ops.shape(indices)[0])
+    sums = backend.sum_rows(values, segments, ops.shape(indices)[0])
     return SparseRows(indices, segments, sums)
 
 
@@ -100,3 +104,39 @@ def unique_rows(indices, values):
     indices = ops.cast(indices, "int32")
     segments = ops.arange(ops.shape(indices)[0], dtype="int32")
     return SparseRows(indices, segments, values)
+
+
+def clip_gradients(grads, clipnorm, global_clipnorm, clipvalue, clip_by_norm):
+    """Keras' `clipnorm` / `global_clipnorm` / `clipvalue`, where the norm of
+    a `SparseRows` is that of its summed rows."""
+    if clipnorm and clipnorm > 0:
+        return [map_values(clip_by_norm, g) for g in grads]
+    if global_clipnorm and global_clipnorm > 0:
+        squares = [ops.cast(squared_norm(g), "float32") for g in grads if g is not None]
+        norm = ops.sqrt(ops.sum(ops.stack(squares)))
+        clip = global_clipnorm
+        # NaN/Inf norms make the scale NaN, as in Keras.
+        scale = clip * ops.minimum(1.0 / norm, 1.0 / clip) + (norm - norm)
+        return [None if g is None else g * ops.cast(scale, dtype_of(g)) for g in grads]
+    if clipvalue and clipvalue > 0:
+        return [map_values(lambda x: ops.clip(x, -clipvalue, clipvalue), g) for g in grads]
+    return grads
+
+
+def map_values(fn, gradient):
+    """`fn` of a gradient's values (a `SparseRows`' sums), or None."""
+    if gradient is None:
+        return None
+    if isinstance(gradient, SparseRows):
+        return gradient.with_sums(fn(gradient.sums))
+    return fn(gradient)
+
+
+def squared_norm(gradient):
+    if isinstance(gradient, SparseRows):
+        return gradient.squared_norm()
+    return ops.sum(ops.square(gradient))
+
+
+def dtype_of(gradient):
+    return (gradient.sums if isinstance(gradient, SparseRows) else gradient).dtype

@@ -4,14 +4,12 @@ Under `jax.jit` with donated buffers (Keras' trainer) XLA performs the
 `.at[rows].set(...)` scatters in place.
 """
 
-import contextlib
 import jax
 import jax.numpy as jnp
+import keras
 from jax.experimental import sparse as jax_sparse
 
-
-# Where `embedding_lookup`'s backward pass leaves a table's row gradient.
-_ROWS = "_keras_lazyadam_row_gradient"
+from keras_lazyadam import marks
 
 
 def to_sparse_rows(grad, variable):
@@ -57,48 +55,17 @@ def check_rows(indices, num_rows, name):
     return jnp.where(bad, num_rows, indices)
 
 
-def sum_rows(values, segments, num_segments):
-    return jax.ops.segment_sum(
-        values, segments, num_segments=num_segments, indices_are_sorted=True
-    )
-
-
-def unique_segments(indices):
-    # jnp.unique sorts too, and needs a static size under jit: sort here.
-    return None
-
-
-def unique_count(segments):
-    # jit needs static shapes: update every position (duplicates agree).
-    return None
-
-
-def after(tensors):
-    return contextlib.nullcontext()  # eager checks raise at once; jit drops
-
-
-def nonzero_rows(grad):
-    # Under jit, a dynamic number of rows cannot be formed: masked update.
-    return None
-
-
-def fused_dense_update(variable, slots, grad, hyper):
-    return False  # XLA fuses the generic maths
-
-
 def gather_rows(variable, indices):
     return jnp.take(variable.value, indices, axis=0, mode="fill")
 
 
 def scatter_rows(optimizer, variable, indices, rows):
-    variable.assign(
-        variable.value.at[indices].set(rows.astype(variable.dtype), mode="drop")
-    )
+    # Rows that `check_rows` mapped out of range are dropped.
+    rows = rows.astype(variable.dtype)
+    optimizer.assign(variable, variable.value.at[indices].set(rows, mode="drop"))
 
 
 def compute_gradients(loss, var_list, tape=None):
-    import keras
-
     if tape is not None:
         raise ValueError(
             "`tape` is a TensorFlow notion; on JAX pass `loss` as a callable "
@@ -137,7 +104,7 @@ def embedding_lookup(table, ids, sparse):
     def backward(residuals, rows_gradient):
         value, ids = residuals
         dense = jnp.zeros_like(value).at[ids].add(rows_gradient)
-        setattr(table, _ROWS, (dense, ids, rows_gradient))
+        marks.record_rows(table, (dense, ids, rows_gradient))
         return dense, None
 
     lookup.defvjp(forward, backward)
@@ -146,16 +113,12 @@ def embedding_lookup(table, ids, sparse):
 
 def _looked_up_rows(grad, variable):
     """`(ids, rows)` recorded by `embedding_lookup` if `grad` is its output."""
-    recorded = getattr(variable, _ROWS, None)
+    recorded = marks.pop_rows(variable)
     if recorded is None:
         return None
-    setattr(variable, _ROWS, None)  # one use; drop the references
     dense, ids, rows = recorded
     if grad is not dense:
         return None
     row_shape = tuple(dense.shape[1:])
     return ids.reshape(-1), rows.reshape((-1,) + row_shape)
 
-
-class OptimizerMixin:
-    pass

@@ -1,10 +1,9 @@
 """TensorFlow half of LazyAdam: `tf.IndexedSlices` in, scatters out."""
 
 import contextlib
+
 import keras
 import tensorflow as tf
-
-
 
 def _tf_variable(variable):
     if isinstance(variable, keras.Variable):
@@ -38,10 +37,6 @@ def check_rows(indices, num_rows, name):
     ]
     with tf.control_dependencies(checks):
         return tf.identity(indices)
-
-
-def sum_rows(values, segments, num_segments):
-    return tf.math.unsorted_segment_sum(values, segments, num_segments)
 
 
 def _building_for_xla():
@@ -84,17 +79,6 @@ def after(tensors):
     return tf.control_dependencies(tensors)
 
 
-def nonzero_rows(grad):
-    # Dense gradients of row-sparse tables do not reach the optimizer on TF
-    # (Keras hands over IndexedSlices), and a dynamic-size `tf.where` would
-    # break `jit_compile=True`: use the masked update.
-    return None
-
-
-def fused_dense_update(variable, slots, grad, hyper):
-    return False  # XLA / Grappler fuse the generic maths
-
-
 def gather_rows(variable, indices):
     # `tf.gather` on the variable itself reads only the rows: a dense read of
     # a variable that has had a scatter update copies the whole table.
@@ -122,6 +106,8 @@ def embedding_lookup(table, ids, sparse):
 
 
 class OptimizerMixin:
+    """Sums `SparseRows` gradients across replicas (tf.distribute)."""
+
     def _all_reduce_sum_gradients(self, grads_and_vars):
         # Private Keras hook (TFOptimizer): under tf.distribute, gradients
         # are summed across replicas here. It only knows tensors and
@@ -129,21 +115,18 @@ class OptimizerMixin:
         # concatenates the replicas' rows) and is coalesced again after.
         if self._distribution_strategy.num_replicas_in_sync == 1:
             return grads_and_vars
-        from keras_lazyadam.sparse import SparseRows  # (circular at import)
-        from keras_lazyadam.sparse import coalesce
-        packed = [
-            (
-                tf.IndexedSlices(g.sums, g.slot_indices())
-                if isinstance(g, SparseRows)
-                else g,
-                v,
-            )
-            for g, v in grads_and_vars
-        ]
+        packed = [(_as_indexed_slices(g), v) for g, v in grads_and_vars]
         reduced = super()._all_reduce_sum_gradients(packed)
         return [
-            (coalesce(g.indices, g.values), v)
+            (self._coalesce(g.indices, g.values), v)
             if isinstance(g, tf.IndexedSlices)
             else (g, v)
             for g, v in reduced
         ]
+
+
+def _as_indexed_slices(gradient):
+    if not hasattr(gradient, "row_slices"):  # not a SparseRows
+        return gradient
+    indices, values = gradient.row_slices()
+    return tf.IndexedSlices(values, indices)

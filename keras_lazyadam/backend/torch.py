@@ -1,6 +1,5 @@
 """PyTorch half of LazyAdam: sparse COO in, in-place row writes out."""
 
-import contextlib
 import math
 
 import torch
@@ -56,10 +55,6 @@ def unique_count(segments):
     return int(segments.max()) + 1 if segments.numel() else 0
 
 
-def after(tensors):
-    return contextlib.nullcontext()  # eager: checks raise before any write
-
-
 def nonzero_rows(grad):
     if grad.numel() == 0:
         return None
@@ -84,44 +79,48 @@ def _tensor(variable):
     return getattr(variable, "value", variable)
 
 
-@torch.no_grad()
-def fused_dense_update(variable, slots, grad, hyper):
-    """tfa's dense update through torch's fused Adam kernel.
+def touched_rows(gradient):
+    # `nonzero_rows` has already sent every gradient with an untouched row
+    # down the row path: here every row is touched.
+    return True
 
-    Only reached when no row has to be skipped (`nonzero_rows` sends
-    gradients with all-zero rows down the row path). torch adds `eps` after
-    dividing by sqrt(1 - beta_2^t); tfa adds epsilon before, so
-    eps = epsilon / sqrt(1 - beta_2^t) gives tfa's rule.
+
+@torch.no_grad()
+def fused_dense_update(state, gradient, hyper):
+    """The rule through torch's fused Adam kernel, from the same values.
+
+    torch adds `eps` after dividing sqrt(v) by sqrt(1 - beta_2^t); the rule
+    adds epsilon before, so eps = epsilon / sqrt(1 - beta_2^t). Weight decay
+    is applied first, as the rule does, and torch's is left at 0.
     """
-    param = _tensor(variable)
-    if grad.layout != torch.strided or param.dtype not in _FUSED_DTYPES:
+    param = _tensor(state.var)
+    if gradient.layout != torch.strided or param.dtype not in _FUSED_DTYPES:
         return False
-    step = float(hyper["step"])
-    beta_2 = float(hyper["beta_2"])
-    correction = math.sqrt(1 - beta_2**step)
-    decay = hyper["decay"]
-    lr = float(hyper["lr"])
+    step = float(hyper.step)
+    beta_2 = float(hyper.beta_2)
+    if hyper.weight_decay_rate is not None:
+        param.sub_(param * hyper.weight_decay_rate)
     functional_adam(
         [param],
-        [grad.to(param.dtype)],
-        [_tensor(slots[0])],
-        [_tensor(slots[1])],
-        [_tensor(s) for s in slots[2:]],
+        [gradient.to(param.dtype)],
+        [_tensor(state.m)],
+        [_tensor(state.v)],
+        [_tensor(state.vhat)] if hyper.amsgrad else [],
         [torch.tensor(step - 1.0)],
         fused=True,
-        decoupled_weight_decay=True,
-        amsgrad=len(slots) > 2,
-        beta1=float(hyper["beta_1"]),
+        amsgrad=hyper.amsgrad,
+        beta1=float(hyper.beta_1),
         beta2=beta_2,
-        lr=lr,
-        weight_decay=0.0 if decay is None else float(decay) / lr,
-        eps=float(hyper["epsilon"]) / correction,
+        lr=float(hyper.learning_rate),
+        weight_decay=0.0,
+        eps=float(hyper.epsilon) / math.sqrt(1 - beta_2**step),
         maximize=False,
     )
     return True
 
 
-_FUSED_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+# 16-bit variables take the generic rule, which computes in float32.
+_FUSED_DTYPES = (torch.float32, torch.float64)
 
 
 def gather_rows(variable, indices):
@@ -150,6 +149,3 @@ def embedding_lookup(table, ids, sparse):
     # sparse=True makes the table's `.grad` a sparse COO tensor.
     return torch.nn.functional.embedding(ids.long(), _tensor(table), sparse=sparse)
 
-
-class OptimizerMixin:
-    pass

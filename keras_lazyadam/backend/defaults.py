@@ -1,0 +1,116 @@
+"""The default of every backend hook, in `keras.ops`.
+
+A backend module (`tensorflow.py`, `jax.py`, `torch.py`) defines only the
+hooks it does differently; `keras_lazyadam.backend` takes the rest from here.
+Each hook is documented here, once.
+"""
+
+import contextlib
+
+from keras import ops
+
+
+def to_sparse_rows(gradient, variable):
+    """`(indices, values)` row slices of a native sparse gradient, else None.
+
+    Native sparse gradients are `tf.IndexedSlices`, JAX `BCOO` and torch
+    sparse COO; the JAX backend also recognises the dense gradient of a
+    `LazyEmbedding` table whose lookup recorded its rows.
+    """
+    return None
+
+
+def sparse_gradient(indices, values, shape):
+    """The inverse of `to_sparse_rows`: a native row-sparse gradient
+    (duplicates allowed), for custom training loops and tests."""
+    raise NotImplementedError
+
+
+def check_rows(indices, num_rows, name):
+    """The indices, checked to be rows of a variable named `name`.
+
+    Raises `ValueError` where the backend can see the values; where it
+    cannot (compiled code), a bad row must be made harmless instead (the
+    update then drops it). The default is for backends whose gathers and
+    scatters reject out-of-range rows themselves.
+    """
+    return indices
+
+
+def after(tensors):
+    """A context whose new ops run after `tensors` (the checked indices),
+    so that a failed check leaves the whole step unapplied."""
+    return contextlib.nullcontext()
+
+
+def sum_rows(values, segments, num_segments):
+    """The scatter-add that sums the rows of `values` into `num_segments`
+    slots (slot indices in any order)."""
+    return ops.segment_sum(values, segments, num_segments=num_segments)
+
+
+def unique_segments(indices):
+    """The slot of every index (equal indices share one; slots 0 .. k-1)
+    where the backend has a faster way than sorting, else None (then
+    `coalesce` sorts the indices)."""
+    return None
+
+
+def unique_count(segments):
+    """The number of unique rows of a coalesced gradient where the backend
+    takes dynamic shapes, else None (then every position is updated;
+    duplicate positions compute identical rows)."""
+    return None
+
+
+def nonzero_rows(gradient):
+    """`(indices, values)` of the rows of a dense gradient that are not all
+    zero, where the backend can form a dynamic-size result cheaply, else
+    None (the optimizer then masks the dense update by `touched_rows`)."""
+    return None
+
+
+def touched_rows(gradient):
+    """A boolean mask, shape `(rows, 1, ...)`: the rows of a dense gradient
+    with a non-zero (or NaN) entry; or True when every row is known to be. Not `max(|g|) != 0`, though XLA reduces
+    that faster: TF's XLA on CPU drops NaN in max/min, and a NaN row must
+    count as touched."""
+    axes = tuple(range(1, len(gradient.shape)))
+    return ops.any(ops.not_equal(gradient, 0), axis=axes, keepdims=True)
+
+
+def fused_dense_update(state, gradient, hyper):
+    """The dense update (no row skipped) with a framework kernel fed from
+    the same `Hyperparameters`; False where the generic rule serves."""
+    return False
+
+
+def gather_rows(variable, indices):
+    """Whole rows of a variable. Rows dropped by `check_rows` may read as
+    anything: their results are never written."""
+    return ops.take(variable, indices, axis=0)
+
+
+def scatter_rows(optimizer, variable, indices, rows):
+    """Writes whole rows of a variable through `optimizer.assign`."""
+    optimizer.assign(
+        variable,
+        ops.scatter_update(variable, ops.expand_dims(indices, -1), rows),
+    )
+
+
+def embedding_lookup(table, ids, sparse):
+    """Rows of an embedding table, so that the table's gradient is sparse
+    where the backend allows it (`sparse`: the optimizer takes sparse
+    gradients)."""
+    return ops.take(table, ids, axis=0)
+
+
+def compute_gradients(loss, var_list, tape):
+    """Gradients of a callable `loss` (tfa's `minimize` / `get_gradients`)."""
+    raise NotImplementedError
+
+
+class OptimizerMixin:
+    """Overrides of `keras.optimizers.Optimizer` hooks that only a backend
+    needs (TensorFlow's cross-replica sum)."""

@@ -1,0 +1,125 @@
+"""tfa's (Keras 2's) optimizer API on top of a Keras 3 optimizer.
+
+`TfaOptimizerAPI` is mixed into `LazyAdam` so that code written for
+`tfa.optimizers.LazyAdam` keeps running: `minimize`, `get_gradients`,
+`get_slot`, `add_slot`, `get_slot_names`, `add_weight`, `get_weights`,
+`weights` and `variables()`. See also `migration.py` (tfa configs and state).
+"""
+
+from keras import ops
+
+from keras_lazyadam import backend
+from keras_lazyadam import upstream
+
+
+class TfaOptimizerAPI:
+    """Keras 2 / tfa methods. Expects the host to keep `self._slots`, a dict
+    from slot name to the list of slot variables (one per variable)."""
+
+    def minimize(self, loss, var_list, tape=None):
+        """Computes the gradients of `loss` and applies them.
+
+        Args:
+            loss: A callable taking no arguments and returning the loss (or,
+                on TensorFlow with `tape`, the loss tensor recorded on it).
+            var_list: The variables to train, or a callable returning them.
+            tape: A `tf.GradientTape` (TensorFlow only). Defaults to `None`.
+
+        Returns:
+            The iteration count, as tfa did.
+        """
+        if callable(var_list):
+            var_list = var_list()
+        var_list = list(var_list)
+        grads = self.get_gradients(loss, var_list, tape=tape)
+        self.apply(grads, var_list)
+        return self.iterations
+
+    def get_gradients(self, loss, params, tape=None):
+        """Returns the gradients of a callable `loss` with respect to `params`."""
+        if not callable(loss) and tape is None:
+            raise ValueError(
+                "`loss` must be a callable that takes no arguments and returns "
+                "the loss: Keras 3 has no graph-mode loss tensors. Received: "
+                f"loss={loss!r}"
+            )
+        return backend.compute_gradients(loss, list(params), tape)
+
+    def get_updates(self, loss, params):
+        raise NotImplementedError(
+            "`get_updates` built graph-mode update ops in Keras 1/2, which "
+            "Keras 3 does not have. Use `minimize(loss_fn, var_list)` or "
+            "`apply_gradients(zip(grads, variables))` instead."
+        )
+
+    def get_slot_names(self):
+        """The slot names: `["m", "v"]`, and `"vhat"` with `amsgrad`."""
+        names = ["m", "v", "vhat"] if self.amsgrad else ["m", "v"]
+        return names + sorted({name for _, name in self._extra_slots})
+
+    def get_slot(self, var, slot_name):
+        """Returns the slot variable `slot_name` ("m", "v", "vhat") of `var`."""
+        if slot_name not in self.get_slot_names():
+            raise ValueError(
+                f"`slot_name` must be one of {self.get_slot_names()}. "
+                f"Received: slot_name={slot_name!r}"
+            )
+        if not self.built:
+            raise ValueError(
+                "The optimizer has no slots yet: call `build(var_list)` or "
+                "apply gradients first."
+            )
+        key = upstream.var_key(self, var)
+        if (key, slot_name) in self._extra_slots:
+            return self._extra_slots[(key, slot_name)]
+        if not upstream.knows_variable(self, var):
+            raise ValueError(
+                f"Unknown variable: {var}. This optimizer was built for "
+                f"{[v.path for v in upstream.trainable_variables(self)]}."
+            )
+        return self._slots[slot_name][self._get_variable_index(var)]
+
+    def add_slot(self, var, slot_name, initializer="zeros"):
+        """Returns slot `slot_name` of `var`, creating it if it is new."""
+        if not self.built:
+            raise ValueError(
+                "Call `build(var_list)` before `add_slot`: Keras 3 optimizers "
+                "create their slots when they are built."
+            )
+        if slot_name in self._slots:
+            return self.get_slot(var, slot_name)
+        key = (upstream.var_key(self, var), slot_name)
+        if key not in self._extra_slots:
+            self._extra_slots[key] = self.add_variable_from_reference(
+                var, name=slot_name, initializer=initializer
+            )
+        return self._extra_slots[key]
+
+    def add_weight(self, name, shape, dtype=None, initializer="zeros", **kwargs):
+        """tfa's `add_weight`: an optimizer variable (never trainable)."""
+        if kwargs.get("trainable"):
+            raise ValueError(
+                "Optimizer weights cannot be trainable. Received: trainable=True"
+            )
+        return self.add_variable(shape, initializer=initializer, dtype=dtype, name=name)
+
+    def get_weights(self):
+        """The values of `variables` as numpy arrays (iterations first)."""
+        return [ops.convert_to_numpy(v) for v in self.variables]
+
+    @property
+    def weights(self):
+        """The optimizer's variables (Keras 2 name)."""
+        return self.variables
+
+    @property
+    def variables(self):
+        """The optimizer's variables; also callable, as `variables()` in tfa."""
+        return _CallableList(super().variables)
+
+
+class _CallableList(list):
+    """A list that returns itself when called: Keras 2's `variables()`."""
+
+    def __call__(self):
+        return self

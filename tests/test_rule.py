@@ -1,0 +1,95 @@
+"""The update rule (`keras_lazyadam.rule`) and the fused kernel fed from it."""
+
+import keras
+import numpy as np
+import pytest
+
+from conftest import BACKEND
+from conftest import numpy
+from keras_lazyadam import backend
+from keras_lazyadam.rule import Hyperparameters
+from keras_lazyadam.rule import State
+from keras_lazyadam.rule import adam_update
+
+SHAPE = (8, 3)
+
+
+def _hyper(lr, weight_decay=None, amsgrad=False, step=3.0):
+    t = keras.ops.convert_to_tensor
+    return Hyperparameters(
+        learning_rate=t(lr, "float32"),
+        beta_1=t(0.9, "float32"),
+        beta_2=t(0.999, "float32"),
+        epsilon=t(1e-7, "float32"),
+        step=t(step, "float32"),
+        weight_decay_rate=None if weight_decay is None else t(lr * weight_decay, "float32"),
+        amsgrad=amsgrad,
+    )
+
+
+def _arrays(seed):
+    rng = np.random.default_rng(seed)
+    var, m, g = (rng.normal(size=SHAPE).astype("float32") for _ in range(3))
+    v = rng.uniform(0.0, 2.0, size=SHAPE).astype("float32")
+    return var, m, v, v * 1.5, g
+
+
+def test_masked_rows_come_out_bit_for_bit():
+    var, m, v, vhat, g = _arrays(0)
+    g[[1, 5]] = 0.0
+    touched = np.any(g != 0, axis=1, keepdims=True)
+    state = State(*(keras.ops.convert_to_tensor(x) for x in (var, m, v, vhat)))
+    new = adam_update(state, keras.ops.convert_to_tensor(g), _hyper(0.1, 0.1, True), touched)
+    for before, after in zip((var, m, v, vhat), new):
+        np.testing.assert_array_equal(numpy(after)[[1, 5]], before[[1, 5]])
+    for before, after in zip((var, m, v), new):  # (vhat = 1.5 v stays)
+        assert np.all(numpy(after)[[0, 2, 3, 4, 6, 7]] != before[[0, 2, 3, 4, 6, 7]])
+
+
+@pytest.mark.parametrize("dense", [False, True], ids=["sparse_form", "dense_form"])
+def test_rule_is_adam(dense):
+    var, m, v, _, g = _arrays(1)
+    hyper = _hyper(0.01)
+    state = State(*(keras.ops.convert_to_tensor(x) for x in (var, m, v)))
+    new = adam_update(state, keras.ops.convert_to_tensor(g), hyper, True if dense else None)
+    m1, v1 = 0.9 * m + 0.1 * g, 0.999 * v + 0.001 * g * g
+    alpha = 0.01 * np.sqrt(1 - 0.999**3) / (1 - 0.9**3)
+    expected = var - alpha * m1 / (np.sqrt(v1) + 1e-7)
+    for got, want in ((new.m, m1), (new.v, v1), (new.var, expected)):
+        np.testing.assert_allclose(numpy(got), want, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.skipif(BACKEND != "torch", reason="the fused dense kernel is torch's")
+@pytest.mark.parametrize("lr", [0.0, 1e-3, 0.1])
+@pytest.mark.parametrize("weight_decay", [None, 0.1], ids=["no_decay", "decay"])
+@pytest.mark.parametrize("amsgrad", [False, True], ids=["adam", "amsgrad"])
+def test_fused_kernel_agrees_with_the_rule(lr, weight_decay, amsgrad):
+    var, m, v, vhat, g = _arrays(2)
+    hyper = _hyper(lr, weight_decay, amsgrad)
+    arrays = (var, m, v, vhat if amsgrad else None)
+    fused = State(*(None if x is None else keras.Variable(x) for x in arrays))
+    assert backend.fused_dense_update(fused, keras.ops.convert_to_tensor(g), hyper)
+    state = State(*(None if x is None else keras.ops.convert_to_tensor(x) for x in arrays))
+    rule = adam_update(state, keras.ops.convert_to_tensor(g), hyper, True)
+    for a, b in zip(fused, rule):
+        if a is not None:
+            np.testing.assert_allclose(numpy(a), numpy(b), rtol=2e-6, atol=1e-7)
+    if lr == 0:
+        np.testing.assert_array_equal(numpy(fused.var), var)
+
+
+def test_backend_modules_define_only_hooks():
+    """A backend module holds what it does differently, under hook names."""
+    from keras_lazyadam.backend import _impl
+    from keras_lazyadam.backend import defaults
+
+    hooks = {n for n in vars(defaults) if not n.startswith("_")} - {"contextlib", "ops"}
+    public = {
+        name
+        for name, value in vars(_impl).items()
+        if not name.startswith("_") and getattr(value, "__module__", None) == _impl.__name__
+    }
+    assert public <= hooks, public - hooks
+    for name in hooks:
+        expected = getattr(_impl, name, getattr(defaults, name))
+        assert getattr(backend, name) is expected, name

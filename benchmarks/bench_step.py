@@ -49,10 +49,7 @@ def run_kind(kind, backend, shape, batches, names, quick):
                 errors[name] = common.error_text(e)
         n, k = len(ids), int(len(np.unique(ids)))
         headline = kind == cases.DENSE or n in (cases.HEADLINE_IDS, cases.LARGE_IDS)
-        stats = common.interleaved(
-            steps, repeats=10 if quick else 30 if headline else 20, warmup=2,
-            budget_s=(3.0 if headline else 1.0) * (1 if quick else 4),
-            min_repeats=3 if quick else 5)
+        stats = common.interleaved(steps, **common.step_timing(headline, quick))
         title = (f"[{backend}] {kind}, {n} Zipf ids -> {k} unique rows of "
                  f"{shape[0]} x {shape[1]}" if kind == cases.SPARSE else
                  f"[{backend}] {kind}, {shape[0]} x {shape[1]} kernel")

@@ -337,7 +337,7 @@ def check(kind, where, stats, ids=HEADLINE_IDS):
             rows.append((label + goal, "not measured", "PENDING"))
             continue
         r = stats[g.num]["median_ms"] / stats[den]["median_ms"]
-        ok = r <= g.target if g.op == "<=" else r >= g.target if g.target else None
+        ok = None if g.target is None else r <= g.target if g.op == "<=" else r >= g.target
         verdict = "INFO" if ok is None else "PASS" if ok else "MISS"
         rows.append((label + goal, f"{r:.2f}x" + (f" (best: {den})" if len(dens) > 1 else ""),
                      verdict))

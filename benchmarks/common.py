@@ -121,6 +121,13 @@ def interleaved(steps, repeats, warmup=2, budget_s=None, min_repeats=5):
     return {name: summarize(s) for name, s in samples.items()}
 
 
+def step_timing(headline, quick):
+    """interleaved() arguments of bench_step, shared with the tfa side."""
+    return {"repeats": 10 if quick else 30 if headline else 20, "warmup": 2,
+            "budget_s": (3.0 if headline else 1.0) * (1 if quick else 4),
+            "min_repeats": 3 if quick else 5}
+
+
 def print_table(title, stats, reference=None):
     """Medians, min-max and each side's time over `reference`'s, side by side."""
     print(f"\n== {title} (load {load_avg()[0]:.2f})")

@@ -36,9 +36,14 @@ def _backend():
     return os.environ["KERAS_BACKEND"]
 
 
-@functools.lru_cache(maxsize=2)
 def initial_table(shape):
-    """One shared numpy initial value per shape (every case copies it)."""
+    """A fresh copy per case of one numpy initial value per shape (a copy:
+    JAX on CPU may alias numpy memory, and donation then writes into it)."""
+    return _initial(shape).copy()
+
+
+@functools.lru_cache(maxsize=2)
+def _initial(shape):
     return np.random.default_rng(1).standard_normal(shape, np.float32) * np.float32(0.05)
 
 
@@ -330,7 +335,7 @@ def check(kind, where, stats, ids=HEADLINE_IDS):
         dens = g.den if isinstance(g.den, tuple) else (g.den,)
         den = min((d for d in dens if isinstance(stats.get(d), dict)), default=None,
                   key=lambda d: stats[d]["median_ms"])
-        name = f"{g.num} / {' | '.join(dens) if len(dens) > 1 else dens[0]}"
+        name = f"{g.num} / " + (f"fastest of ({'; '.join(dens)})" if len(dens) > 1 else dens[0])
         label = f"{where} {kind}{'' if ids in (None, HEADLINE_IDS) else f' at {ids} ids'}: {name}"
         goal = f" (goal {g.op} {g.target})" if g.target is not None else ""
         if den is None or not isinstance(stats.get(g.num), dict):

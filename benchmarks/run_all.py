@@ -104,7 +104,7 @@ def main(argv=None):
             raw["memory"][b] = {}
             for name, case in cases.select(cases.SPARSE, b).items():
                 if case.memory:
-                    slug = "".join(c if c.isalnum() else "_" for c in name)
+                    slug = "".join(c for c in name.replace(" ", "_") if c not in "(),")
                     res = run([py, f"{HERE}/bench_memory.py", "--backend", b, "--case", name],
                               os.path.join(common.RAW, f"memory_{b}_{slug}.json"))
                     if res:

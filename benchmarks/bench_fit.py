@@ -31,9 +31,8 @@ def main(argv=None):
     parser.add_argument("--out")
     args = parser.parse_args(argv)
     common.select_backend(args.backend)
-    import keras
-
     import cases
+    import keras
 
     jit_compile = {"tensorflow": bool(args.jit_compile), "jax": True}.get(args.backend, False)
     key = f"tensorflow-jit{int(jit_compile)}" if args.backend == "tensorflow" else args.backend

@@ -27,9 +27,8 @@ def main(argv=None):
     parser.add_argument("--out")
     args = parser.parse_args(argv)
     common.select_backend(args.backend)
-    import numpy as np
-
     import cases
+    import numpy as np
 
     rss_start, _ = common.rss_kb()
     case = cases.select(cases.SPARSE, args.backend, [args.case])[args.case]
@@ -55,7 +54,7 @@ def main(argv=None):
            "warmup_peak_delta_mb": (hwm_warm - rss_built) * mb,
            "steady_peak_delta_mb": (hwm - rss0) * mb,
            "steady_rss_growth_mb": (rss1 - rss0) * mb,
-           "unique_rows": int(len(np.unique(ids)))}
+           "unique_rows": len(np.unique(ids))}
     print(f"[{args.backend}] {args.case}: steady peak +{out['steady_peak_delta_mb']:.1f} MB"
           f" over {args.steps} steps (table {out['table_mb']:.0f} MB; warm-up peak "
           f"+{out['warmup_peak_delta_mb']:.1f} MB; state {out['state_mb']:.0f} MB)")

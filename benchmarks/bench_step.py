@@ -24,9 +24,8 @@ QUICK_SWEEP_IDS = [512, 4096]
 
 def run_kind(kind, backend, shape, batches, names, quick):
     """Builds the cases of `kind`, times them per batch; [entry per batch]."""
-    import numpy as np
-
     import cases
+    import numpy as np
 
     built, out = {}, []
     for name, case in cases.select(kind, backend, names).items():
@@ -47,7 +46,7 @@ def run_kind(kind, backend, shape, batches, names, quick):
                 steps[name] = lambda step=step, g=g: step(g)
             except Exception as e:  # noqa: BLE001
                 errors[name] = common.error_text(e)
-        n, k = len(ids), int(len(np.unique(ids)))
+        n, k = len(ids), len(np.unique(ids))
         headline = kind == cases.DENSE or n in (cases.HEADLINE_IDS, cases.LARGE_IDS)
         stats = common.interleaved(steps, **common.step_timing(headline, quick))
         title = (f"[{backend}] {kind}, {n} Zipf ids -> {k} unique rows of "
@@ -79,9 +78,8 @@ def main(argv=None):
     parser.add_argument("--skip-dense", action="store_true")
     args = parser.parse_args(argv)
     common.select_backend(args.backend)
-    import numpy as np
-
     import cases
+    import numpy as np
 
     sweep = args.ids or (QUICK_SWEEP_IDS if args.quick else SWEEP_IDS)
     result = {"backend": args.backend}

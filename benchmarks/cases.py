@@ -21,9 +21,6 @@ import os
 
 import numpy as np
 
-from common import DIM
-from common import ROWS
-
 LR, B1, B2, EPS = 1e-3, 0.9, 0.999, 1e-7
 SPARSE, DENSE, FIT = "sparse step", "dense step", "fit"
 ANCHOR_STEP, ANCHOR_FIT = "anchor step", "anchor fit"  # anchor.py, vs tfa

@@ -164,7 +164,8 @@ def machine_info():
             "cores": os.cpu_count(), "cpu": platform.processor()}
     try:
         with open("/proc/cpuinfo") as f:
-            info["cpu"] = next(l for l in f if l.startswith("model name")).split(":", 1)[1].strip()
+            cpu = next(ln for ln in f if ln.startswith("model name"))
+            info["cpu"] = cpu.split(":", 1)[1].strip()
         with open("/proc/meminfo") as f:
             info["memory_gb"] = round(int(f.readline().split()[1]) / 2**20, 1)
     except (OSError, StopIteration):
@@ -182,7 +183,7 @@ def machine_info():
 def code_version():
     """The package's git commit, '+dirty' if keras_lazyadam/ has changes."""
     def git(*args):
-        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True,
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, check=False,
                               text=True).stdout.strip()
     try:
         dirty = git("status", "--porcelain", "keras_lazyadam")

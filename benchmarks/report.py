@@ -69,7 +69,8 @@ def _sides(entries, ref, keep=lambda entry: True, ref_of=None):
 
 
 def render(raw, goal_rows):
-    m, step, fit, mem = raw["machine"], raw.get("step", {}), raw.get("fit", {}), raw.get("memory", {})
+    m, step, fit = raw["machine"], raw.get("step", {}), raw.get("fit", {})
+    mem = raw.get("memory", {})
     versions = sorted({str(p.get("code_version", "?")) for sec in (step, fit)
                        for p in sec.values()})
     L = ["# keras-lazyadam benchmark results\n",

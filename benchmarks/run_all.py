@@ -28,8 +28,8 @@ def run(cmd, out):
     """Runs one benchmark process, echoing its output; its JSON or None."""
     print("$ " + " ".join(cmd[1:]), flush=True)
     proc = subprocess.run(cmd + ["--out", out], cwd=common.ROOT, capture_output=True,
-                          text=True, timeout=1800)
-    print("\n".join(l for l in proc.stdout.splitlines() if l.strip()), flush=True)
+                          text=True, timeout=1800, check=False)
+    print("\n".join(ln for ln in proc.stdout.splitlines() if ln.strip()), flush=True)
     with open(out.replace(".json", ".log"), "w") as f:
         f.write(proc.stdout + "\n--- stderr ---\n" + proc.stderr)
     if proc.returncode:

@@ -1,333 +1,351 @@
-"""The optimizer steps being compared, one set per backend.
+"""THE table of benchmark cases and goals, for every backend.
 
-Import after `common.select_backend(...)`. Every case owns its own table
-(and slots), takes the backend's native gradient made by `grad(ids, values)`
-outside the timed region, and `step(grad)` runs one optimizer step and
-returns when it is done (JAX: blocks on the new state).
+Every script is driven by `CASES` (through `select`) and `GOALS` (through
+`check`). A case is (name, backends, kinds, builder):
 
-Compiled where the backend compiles: `tf.function` on TensorFlow, `jax.jit`
-with the state donated on JAX, eager on torch.
+- kinds SPARSE and DENSE (one optimizer step): `builder(shape, sparse)`
+  returns (grad, step, note); `grad(ids, values)` makes the gradient outside
+  the timing (the backend's native sparse gradient, or the dense array),
+  `step(g)` runs one step and returns when it is done (JAX blocks on the new
+  state, torch on CUDA synchronizes). Compiled where the backend compiles:
+  `tf.function`, `jax.jit` with the state donated, torch eager.
+- kind FIT: `builder()` returns (optimizer, embedding layer class) for the
+  recommender of common.py.
+
+Keras and the frameworks are imported inside the builders, so that run_all,
+report and anchor read the tables without importing Keras.
 """
 
 import functools
+import os
 
 import numpy as np
 
-import keras
-
-from common import DIM
-from common import ROWS
-
-BACKEND = keras.backend.backend()
 LR, B1, B2, EPS = 1e-3, 0.9, 0.999, 1e-7
-
-_INIT = {}
-
-
-def initial_table(rows=ROWS, dim=DIM):
-    """One shared numpy initial value (every case copies it)."""
-    key = (rows, dim)
-    if key not in _INIT:
-        rng = np.random.default_rng(1)
-        _INIT[key] = (rng.standard_normal((rows, dim), np.float32) * 0.05).astype(
-            np.float32
-        )
-    return _INIT[key]
+SPARSE, DENSE, FIT = "sparse step", "dense step", "fit"
+ANCHOR_STEP, ANCHOR_FIT = "anchor step", "anchor fit"  # anchor.py, vs tfa
+ALL = ("tensorflow", "jax", "torch")
+HEADLINE_IDS, LARGE_IDS = 4096, 262144
+JAX_HAND = ("hand-written JAX lazy step", "hand-written JAX lazy step, sort-free")
 
 
-class Case:
-    """`grad(ids, values)` builds the gradient; `step(g)` applies it."""
-
-    def __init__(self, grad, step, note=""):
-        self.grad = grad
-        self.step = step
-        self.note = note
+def _backend():
+    return os.environ["KERAS_BACKEND"]
 
 
-def _keras_optimizer(name, **kwargs):
-    if name == "LazyAdam":
+def initial_table(shape):
+    """A fresh copy per case of one numpy initial value per shape (a copy:
+    JAX on CPU may alias numpy memory, and donation then writes into it)."""
+    return _initial(shape).copy()
+
+
+@functools.lru_cache(maxsize=2)
+def _initial(shape):
+    return np.random.default_rng(1).standard_normal(shape, np.float32) * np.float32(0.05)
+
+
+def _torch_device():
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _sync():
+    if _backend() == "torch":
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+
+
+def gradient(sparse, shape):
+    """grad(ids, values): native sparse (tf.IndexedSlices, BCOO, torch COO,
+    duplicates kept) or the dense array with the duplicates summed."""
+    backend = _backend()
+
+    def make(ids, values):
+        if not sparse:
+            dense = np.zeros(shape, np.float32)
+            np.add.at(dense, ids, values)
+            values = dense
+        if backend == "tensorflow":
+            import tensorflow as tf
+
+            return tf.IndexedSlices(tf.constant(values), tf.constant(ids),
+                                    tf.constant(shape, tf.int64)) if sparse else tf.constant(values)
+        if backend == "jax":
+            import jax.numpy as jnp
+            from jax.experimental import sparse as jax_sparse
+
+            if not sparse:
+                return jnp.asarray(values)
+            return jax_sparse.BCOO((jnp.asarray(values), jnp.asarray(ids, jnp.int32)[:, None]),
+                                   shape=shape)
+        import torch
+
+        if not sparse:
+            return torch.as_tensor(values, device=_torch_device())
+        return torch.sparse_coo_tensor(torch.as_tensor(ids)[None], torch.as_tensor(values),
+                                       shape, device=_torch_device())  # uncoalesced
+
+    return make
+
+
+def keras_step(shape, sparse, optimizer, **kwargs):
+    """A Keras optimizer on one table: tf.function / jax.jit(stateless_apply,
+    state donated and returned in the order it came in) / torch eager."""
+    import keras
+
+    var = keras.Variable(initial_table(shape), name="table")
+    if optimizer == "LazyAdam":
         from keras_lazyadam import LazyAdam
 
-        return LazyAdam(learning_rate=LR, **kwargs)
-    if name == "Adam":
-        return keras.optimizers.Adam(learning_rate=LR, epsilon=EPS, **kwargs)
-    raise ValueError(name)
-
-
-# --------------------------------------------------------------- TensorFlow
-
-
-def _tf_cases(shape, sparse, names):
-    import tensorflow as tf
-
-    def indexed_slices(ids, values):
-        return tf.IndexedSlices(
-            tf.constant(values), tf.constant(ids), tf.constant(shape, tf.int64)
-        )
-
-    def dense(ids, values):
-        return tf.convert_to_tensor(_dense_np(ids, values, shape))
-
-    grad = indexed_slices if sparse else dense
-    cases = {}
-
-    def keras_case(opt_name, **kw):
-        var = keras.Variable(initial_table(*shape), name="table")
-        opt = _keras_optimizer(opt_name, **kw)
-        opt.build([var])
+        opt = LazyAdam(learning_rate=LR, epsilon=EPS, **kwargs)
+    else:
+        opt = keras.optimizers.Adam(learning_rate=LR, epsilon=EPS)
+    opt.build([var])
+    backend = _backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
 
         @tf.function
         def step(g):
             opt.apply([g], [var])
+    elif backend == "jax":
+        import jax
 
-        return Case(grad, step)
+        # The donated buffers are the variables' own: `var` is stale after
+        # the first step (never read again) and no copy stays alive.
+        state = [[var.value], [v.value for v in opt.variables]]
+        jitted = jax.jit(lambda tv, ov, g: opt.stateless_apply(ov, [g], tv),
+                         donate_argnums=(0, 1))
 
-    if "LazyAdam" in names:
-        cases["LazyAdam"] = keras_case("LazyAdam")
-    if "LazyAdam(skip_zero_rows=False)" in names:
-        cases["LazyAdam(skip_zero_rows=False)"] = keras_case(
-            "LazyAdam", skip_zero_rows=False
-        )
-    if "Keras Adam" in names:
-        case = keras_case("Adam")
-        if sparse:
-            case.note = "IndexedSlices in; Keras densifies them"
-        cases["Keras Adam"] = case
-    if "tfa-equivalent TF lazy step" in names:
-        cases["tfa-equivalent TF lazy step"] = _tf_hand_lazy(shape, indexed_slices)
-    return cases
+        def step(g):
+            state[0], state[1] = jitted(state[0], state[1], g)
+            jax.block_until_ready(state)
+    else:
+        def step(g):
+            opt.apply([g], [var])
+            _sync()
+    return gradient(sparse, shape), step, "sparse in" if sparse else "dense in"
 
 
-def _tf_hand_lazy(shape, grad):
-    """tfa's LazyAdam, as Keras 2 ran it: dedup (tf.unique +
-    unsorted_segment_sum), then gather / scatter_update on resource vars."""
+def tf_lazy(shape, sparse):
+    """tfa's LazyAdam as Keras 2 ran it: tf.unique + unsorted_segment_sum,
+    then gather / scatter_update on the resource variables."""
     import tensorflow as tf
 
-    var = tf.Variable(initial_table(*shape))
-    m = tf.Variable(tf.zeros(shape))
-    v = tf.Variable(tf.zeros(shape))
+    var = tf.Variable(initial_table(shape))
+    m, v = tf.Variable(tf.zeros(shape)), tf.Variable(tf.zeros(shape))
     it = tf.Variable(0, dtype=tf.int64)
 
     @tf.function
     def step(g):
-        it.assign_add(1)
-        t = tf.cast(it, tf.float32)
+        t = tf.cast(it.assign_add(1), tf.float32)
         alpha = LR * tf.sqrt(1 - tf.pow(B2, t)) / (1 - tf.pow(B1, t))
         rows, pos = tf.unique(g.indices)
         gs = tf.math.unsorted_segment_sum(g.values, pos, tf.shape(rows)[0])
         m_t = B1 * tf.gather(m, rows) + (1 - B1) * gs
         v_t = B2 * tf.gather(v, rows) + (1 - B2) * tf.square(gs)
         var_t = tf.gather(var, rows) - alpha * m_t / (tf.sqrt(v_t) + EPS)
-        m.scatter_update(tf.IndexedSlices(m_t, rows))
-        v.scatter_update(tf.IndexedSlices(v_t, rows))
-        var.scatter_update(tf.IndexedSlices(var_t, rows))
+        for slot, new in ((m, m_t), (v, v_t), (var, var_t)):
+            slot.scatter_update(tf.IndexedSlices(new, rows))
 
-    return Case(grad, step, "tf.unique + unsorted_segment_sum + gather/scatter")
-
-
-# ---------------------------------------------------------------------- JAX
+    return gradient(True, shape), step, "tf.unique + unsorted_segment_sum + gather/scatter"
 
 
-def _jax_cases(shape, sparse, names):
-    import jax
-    import jax.numpy as jnp
-    from jax.experimental import sparse as jax_sparse
+def jax_lazy(shape, sparse, sort_free):
+    """A hand-written jitted lazy Adam step on donated (var, m, v, t[, scratch]).
 
-    def bcoo(ids, values):
-        return jax_sparse.BCOO(
-            (jnp.asarray(values), jnp.asarray(ids, jnp.int32)[:, None]),
-            shape=tuple(shape),
-        )
-
-    def dense(ids, values):
-        return jnp.asarray(_dense_np(ids, values, shape))
-
-    cases = {}
-
-    def keras_case(opt_name, grad, note="", **kw):
-        var = keras.Variable(initial_table(*shape), name="table")
-        opt = _keras_optimizer(opt_name, **kw)
-        opt.build([var])
-        state = [[var.value], [v.value for v in opt.variables]]
-        # The donated buffers are the variables' own: `var` is stale after
-        # the first step (never read again) and no copy stays alive.
-
-        @functools.partial(jax.jit, donate_argnums=(0, 1))
-        def jitted(train_vars, opt_vars, g):
-            return opt.stateless_apply(opt_vars, [g], train_vars)
-
-        def step(g):
-            state[0], state[1] = jitted(state[0], state[1], g)
-            jax.block_until_ready(state)
-
-        return Case(grad, step, note)
-
-    if "LazyAdam" in names:
-        cases["LazyAdam"] = keras_case(
-            "LazyAdam", bcoo if sparse else dense, "BCOO in" if sparse else ""
-        )
-    if "LazyAdam(skip_zero_rows=False)" in names:
-        cases["LazyAdam(skip_zero_rows=False)"] = keras_case(
-            "LazyAdam", dense, skip_zero_rows=False
-        )
-    if "LazyAdam (dense grad)" in names:
-        cases["LazyAdam (dense grad)"] = keras_case(
-            "LazyAdam", dense, "densified gradient, as model.fit hands it"
-        )
-    if "Keras Adam" in names:
-        cases["Keras Adam"] = keras_case(
-            "Adam",
-            dense,
-            "densified gradient (BCOO with duplicate ids fails under jit)"
-            if sparse
-            else "",
-        )
-    if "Keras Adam (BCOO)" in names:
-        cases["Keras Adam (BCOO)"] = keras_case("Adam", bcoo, "BCOO in")
-    if "hand-written JAX lazy step" in names:
-        cases["hand-written JAX lazy step"] = _jax_hand_lazy(shape, bcoo)
-    return cases
-
-
-def _jax_hand_lazy(shape, bcoo):
-    """A jitted lazy Adam step: jnp.unique (static size) + segment_sum +
-    gather, then .at[].set scatters on donated buffers."""
+    sort_free=False: `jnp.unique(size=n)` numbers the rows (a sort), padded
+    slots point at row `rows` (out of range, repeated).
+    sort_free=True: every position scatters its own index into a row-indexed
+    int32 scratch of length `rows` (kept in the state: no per-step memset),
+    each id gathers back its row's winning position, segment_sum adds the
+    values into the winners' slots, and losing positions get distinct
+    out-of-range rows (`rows + position`), so the row gathers and scatters
+    say `unique_indices=True` and mode="drop" drops the losers.
+    Both return the state in the order it came in (else XLA copies tables).
+    """
     import jax
     import jax.numpy as jnp
 
-    rows_total = shape[0]
-    state = [
-        (
-            jnp.asarray(initial_table(*shape)),
-            jnp.zeros(shape, jnp.float32),
-            jnp.zeros(shape, jnp.float32),
-            jnp.zeros((), jnp.float32),
-        )
-    ]
+    rows = shape[0]
+    state = [(jnp.asarray(initial_table(shape)), jnp.zeros(shape, jnp.float32),
+              jnp.zeros(shape, jnp.float32), jnp.zeros((), jnp.float32))
+             + ((jnp.zeros((rows,), jnp.int32),) if sort_free else ())]
 
     @functools.partial(jax.jit, donate_argnums=(0,))
     def jitted(st, ids, values):
-        var, m, v, t = st
-        t = t + 1
+        (var, m, v, t), extra = st[:4], st[4:]
         n = ids.shape[0]
-        rows, pos = jnp.unique(
-            ids, size=n, fill_value=rows_total, return_inverse=True
-        )
-        g = jax.ops.segment_sum(values, pos.reshape(-1), num_segments=n)
+        if sort_free:
+            pos = jnp.arange(n, dtype=jnp.int32)
+            scratch = extra[0].at[ids].set(pos)
+            win = scratch[ids]
+            g = jax.ops.segment_sum(values, win, num_segments=n)
+            slots = jnp.where(win == pos, ids, rows + pos)
+            extra, unique = (scratch,), True
+        else:
+            slots, inv = jnp.unique(ids, size=n, fill_value=rows, return_inverse=True)
+            g = jax.ops.segment_sum(values, inv.reshape(-1), num_segments=n)
+            unique = False
+        t = t + 1
         alpha = LR * jnp.sqrt(1 - B2**t) / (1 - B1**t)
-        m_t = B1 * m.at[rows].get(mode="fill", fill_value=0) + (1 - B1) * g
-        v_t = B2 * v.at[rows].get(mode="fill", fill_value=0) + (1 - B2) * g * g
-        var_t = var.at[rows].get(mode="fill", fill_value=0) - alpha * m_t / (
-            jnp.sqrt(v_t) + EPS
-        )
-        return (
-            var.at[rows].set(var_t, mode="drop"),
-            m.at[rows].set(m_t, mode="drop"),
-            v.at[rows].set(v_t, mode="drop"),
-            t,
-        )
+
+        def get(a):
+            return a.at[slots].get(mode="fill", fill_value=0, unique_indices=unique)
+
+        def put(a, new):
+            return a.at[slots].set(new, mode="drop", unique_indices=unique)
+
+        m_t = B1 * get(m) + (1 - B1) * g
+        v_t = B2 * get(v) + (1 - B2) * g * g
+        var_t = get(var) - alpha * m_t / (jnp.sqrt(v_t) + EPS)
+        return (put(var, var_t), put(m, m_t), put(v, v_t), t) + extra
 
     def step(g):
         state[0] = jitted(state[0], g.indices[:, 0], g.data)
         jax.block_until_ready(state[0])
 
-    return Case(bcoo, step, "jnp.unique(size=n) + segment_sum + .at[] scatters")
+    step.state = lambda: state[0][:4]  # for the bitwise check in bench_step
+    note = "scratch scatter/gather + segment_sum, unique_indices" if sort_free else \
+        "jnp.unique(size=n) + segment_sum + .at[] scatters"
+    return gradient(True, shape), step, note
 
 
-# -------------------------------------------------------------------- torch
-
-
-def _torch_cases(shape, sparse, names):
+def torch_step(shape, sparse, optimizer):
+    """torch.optim.SparseAdam (sparse COO in) or Adam(fused=True) (dense in)."""
     import torch
 
-    def coo(ids, values):
-        return torch.sparse_coo_tensor(
-            torch.as_tensor(ids)[None], torch.as_tensor(values), tuple(shape)
-        )  # uncoalesced, duplicates kept
+    p = torch.nn.Parameter(torch.tensor(initial_table(shape), device=_torch_device()))
+    if optimizer == "SparseAdam":
+        opt = torch.optim.SparseAdam([p], lr=LR, eps=EPS)
+    else:
+        opt = torch.optim.Adam([p], lr=LR, eps=EPS, fused=True)
 
-    def dense(ids, values):
-        return torch.as_tensor(_dense_np(ids, values, shape))
+    def step(g):
+        p.grad = g
+        opt.step()
+        _sync()
 
-    cases = {}
-
-    def keras_case(opt_name, grad, note="", **kw):
-        var = keras.Variable(initial_table(*shape), name="table")
-        opt = _keras_optimizer(opt_name, **kw)
-        opt.build([var])
-
-        def step(g):
-            opt.apply([g], [var])
-
-        return Case(grad, step, note)
-
-    def torch_case(cls, grad, note, **kw):
-        p = torch.nn.Parameter(torch.tensor(initial_table(*shape)))
-        opt = cls([p], lr=LR, **kw)
-
-        def step(g):
-            p.grad = g
-            opt.step()
-
-        return Case(grad, step, note)
-
-    if "LazyAdam" in names:
-        cases["LazyAdam"] = keras_case(
-            "LazyAdam", coo if sparse else dense, "sparse COO in" if sparse else ""
-        )
-    if "LazyAdam(skip_zero_rows=False)" in names:
-        cases["LazyAdam(skip_zero_rows=False)"] = keras_case(
-            "LazyAdam", dense, skip_zero_rows=False
-        )
-    if "LazyAdam (dense grad)" in names:
-        cases["LazyAdam (dense grad)"] = keras_case(
-            "LazyAdam", dense, "densified gradient, as the stock Embedding gives"
-        )
-    if "Keras Adam" in names:
-        cases["Keras Adam"] = keras_case(
-            "Adam", dense, "densified gradient" if sparse else ""
-        )
-    if "torch SparseAdam" in names:
-        cases["torch SparseAdam"] = torch_case(
-            torch.optim.SparseAdam, coo, "sparse COO in", eps=EPS
-        )
-    if "torch Adam(fused=True)" in names:
-        cases["torch Adam(fused=True)"] = torch_case(
-            torch.optim.Adam, dense, "densified gradient", eps=EPS, fused=True
-        )
-    return cases
+    sparse = optimizer == "SparseAdam"
+    return gradient(sparse, shape), step, "sparse in" if sparse else "dense in"
 
 
-def _dense_np(ids, values, shape):
-    out = np.zeros(shape, np.float32)
-    np.add.at(out, ids, values)
-    return out
+def fit_config(optimizer, embedding):
+    def build():
+        import keras
+
+        import keras_lazyadam
+
+        opt = {"Adam": lambda: keras.optimizers.Adam(LR),
+               "SGD": lambda: keras.optimizers.SGD(LR),
+               "LazyAdam": lambda: keras_lazyadam.LazyAdam(LR)}[optimizer]()
+        return opt, getattr(keras_lazyadam, embedding, None) or getattr(keras.layers, embedding)
+
+    return build
 
 
-SPARSE_NAMES = {
-    "tensorflow": ["LazyAdam", "Keras Adam", "tfa-equivalent TF lazy step"],
-    "jax": ["LazyAdam", "Keras Adam", "hand-written JAX lazy step"],
-    "torch": [
-        "LazyAdam",
-        "Keras Adam",
-        "torch SparseAdam",
-        "torch Adam(fused=True)",
-    ],
-}
-DENSE_NAMES = {
-    "tensorflow": ["LazyAdam", "LazyAdam(skip_zero_rows=False)", "Keras Adam"],
-    "jax": ["LazyAdam", "LazyAdam(skip_zero_rows=False)", "Keras Adam"],
-    "torch": [
-        "LazyAdam",
-        "LazyAdam(skip_zero_rows=False)",
-        "Keras Adam",
-        "torch Adam(fused=True)",
-    ],
-}
+class Case:
+    def __init__(self, name, backends, kinds, builder, memory=False):
+        self.name, self.backends, self.kinds = name, backends, kinds
+        self.builder, self.memory = builder, memory
 
 
-def build(shape, sparse, names=None):
-    """{name: Case} for this backend; `names` picks a subset."""
-    table = SPARSE_NAMES if sparse else DENSE_NAMES
-    names = names or table[BACKEND]
-    maker = {"tensorflow": _tf_cases, "jax": _jax_cases, "torch": _torch_cases}
-    return maker[BACKEND](tuple(shape), sparse, names)
+P = functools.partial
+CASES = [
+    # name, backends, kinds, builder(shape, sparse) / builder(); memory: bench_memory runs it
+    Case("LazyAdam", ALL, (SPARSE, DENSE), P(keras_step, optimizer="LazyAdam"), memory=True),
+    Case("LazyAdam(skip_zero_rows=False)", ALL, (DENSE,),
+         P(keras_step, optimizer="LazyAdam", skip_zero_rows=False)),
+    # Keras Adam gets IndexedSlices on TF (and densifies them), the dense
+    # gradient elsewhere (a BCOO with duplicate ids fails under jit in Adam).
+    Case("Keras Adam", ALL, (SPARSE, DENSE),
+         lambda shape, sparse: keras_step(shape, sparse and _backend() == "tensorflow", "Adam"),
+         memory=True),
+    Case("tfa-equivalent TF lazy step", ("tensorflow",), (SPARSE,), tf_lazy, memory=True),
+    Case(JAX_HAND[0], ("jax",), (SPARSE,), P(jax_lazy, sort_free=False), memory=True),
+    Case(JAX_HAND[1], ("jax",), (SPARSE,), P(jax_lazy, sort_free=True), memory=True),
+    Case("torch SparseAdam", ("torch",), (SPARSE,), P(torch_step, optimizer="SparseAdam"),
+         memory=True),
+    Case("torch Adam(fused=True)", ("torch",), (SPARSE, DENSE), P(torch_step, optimizer="Adam")),
+    Case("Keras Adam + Embedding", ALL, (FIT,), fit_config("Adam", "Embedding")),
+    Case("LazyAdam + Embedding", ALL, (FIT,), fit_config("LazyAdam", "Embedding")),
+    Case("LazyAdam + LazyEmbedding", ALL, (FIT,), fit_config("LazyAdam", "LazyEmbedding")),
+    Case("Keras SGD + Embedding", ALL, (FIT,), fit_config("SGD", "Embedding")),  # the floor
+]
+
+
+def select(kind, backend, names=None):
+    """{name: Case} of `kind` on `backend`, in table order; `names` a subset."""
+    return {c.name: c for c in CASES if kind in c.kinds and backend in c.backends
+            and (not names or c.name in names)}
+
+
+class Goal:
+    """time(num) / time(den) must be <= or >= target; den may be a tuple
+    (the fastest of them counts); target None: printed as INFO. `where` is a
+    backend or a fit key (tensorflow-jit0, tensorflow-jit1, jax, torch)."""
+
+    def __init__(self, kind, where, num, den, op, target, ids=HEADLINE_IDS):
+        self.kind, self.where, self.num, self.den = kind, where, num, den
+        self.op, self.target, self.ids = op, target, ids
+
+
+STEP_GOALS = [
+    Goal(SPARSE, ("tensorflow", "torch"), "Keras Adam", "LazyAdam", ">=", 100),
+    Goal(SPARSE, ("jax",), "Keras Adam", "LazyAdam", ">=", 35),
+    Goal(SPARSE, ("tensorflow",), "LazyAdam", "tfa-equivalent TF lazy step", "<=", 1.0),
+    Goal(SPARSE, ("jax",), "LazyAdam", JAX_HAND, "<=", 1.2),
+    Goal(SPARSE, ("torch",), "LazyAdam", "torch SparseAdam", "<=", 0.9),
+    Goal(SPARSE, ALL, "Keras Adam", "LazyAdam", ">=", None, ids=LARGE_IDS),
+    Goal(SPARSE, ("torch",), "torch Adam(fused=True)", "LazyAdam", ">=", None, ids=LARGE_IDS),
+    Goal(DENSE, ("tensorflow", "jax"), "LazyAdam", "Keras Adam", "<=", 1.3, ids=None),
+    Goal(DENSE, ("torch",), "LazyAdam", "torch Adam(fused=True)", "<=", 1.5, ids=None),
+]
+FIT_GOALS = [
+    Goal(FIT, ("jax",), "Keras Adam + Embedding", "LazyAdam + Embedding", ">=", 1.0),
+    Goal(FIT, ("torch",), "Keras Adam + Embedding", "LazyAdam + Embedding", ">=", 4),
+    Goal(FIT, ("tensorflow-jit0", "tensorflow-jit1"), "Keras Adam + Embedding",
+         "LazyAdam + Embedding", ">=", 5),
+    Goal(FIT, ("jax", "torch", "tensorflow-jit0", "tensorflow-jit1"), "Keras Adam + Embedding",
+         "LazyAdam + LazyEmbedding", ">=", 10),
+]
+ANCHOR_GOALS = [  # anchor.py: tfa in its own TF 2.15 process
+    Goal(ANCHOR_STEP, ("tensorflow",), "LazyAdam", "tfa LazyAdam", "<=", 1.0),
+    Goal(ANCHOR_FIT, ("tensorflow",), "LazyAdam + Embedding", "tfa LazyAdam + Embedding",
+         "<=", 1.3),
+    Goal(ANCHOR_FIT, ("tensorflow",), "LazyAdam + LazyEmbedding", "tfa LazyAdam + Embedding",
+         "<=", None),
+]
+GOALS = STEP_GOALS + FIT_GOALS + ANCHOR_GOALS
+
+
+def check(kind, where, stats, ids=HEADLINE_IDS):
+    """[(label, measured, verdict)] for the goals of `kind` at `where`, from
+    {name: {"median_ms": ...}}; missing sides give "not measured"."""
+    rows = []
+    for g in GOALS:
+        if g.kind != kind or where not in g.where or g.ids != ids:
+            continue
+        dens = g.den if isinstance(g.den, tuple) else (g.den,)
+        den = min((d for d in dens if isinstance(stats.get(d), dict)), default=None,
+                  key=lambda d: stats[d]["median_ms"])
+        name = f"{g.num} / " + (f"fastest of ({'; '.join(dens)})" if len(dens) > 1 else dens[0])
+        label = f"{where} {kind}{'' if ids in (None, HEADLINE_IDS) else f' at {ids} ids'}: {name}"
+        goal = f" (goal {g.op} {g.target})" if g.target is not None else ""
+        if den is None or not isinstance(stats.get(g.num), dict):
+            rows.append((label + goal, "not measured", "PENDING"))
+            continue
+        r = stats[g.num]["median_ms"] / stats[den]["median_ms"]
+        ok = None if g.target is None else r <= g.target if g.op == "<=" else r >= g.target
+        verdict = "INFO" if ok is None else "PASS" if ok else "MISS"
+        rows.append((label + goal, f"{r:.2f}x" + (f" (best: {den})" if len(dens) > 1 else ""),
+                     verdict))
+    return rows
+
+
+def print_goals(rows):
+    for label, measured, verdict in rows:
+        print(f"  {verdict:7s} {label}: {measured}")

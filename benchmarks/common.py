@@ -1,14 +1,15 @@
-"""Shared helpers of the benchmark scripts (no Keras import here).
+"""Shared helpers of the benchmark scripts: numpy only, no Keras import, so
+the anchor's tf.keras 2 side (tfa_bench.py) uses them too.
 
-Every script runs ONE Keras backend per process: `KERAS_BACKEND` must be set
-before `keras` is imported, so the scripts take `--backend` and set it first
-(see `select_backend`).
+One Keras backend per process: `select_backend` sets KERAS_BACKEND before
+Keras is imported.
 """
 
 import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 
@@ -16,14 +17,15 @@ import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(ROOT, "benchmarks", "results")
+RAW = os.path.join(RESULTS, "raw")
 
-ROWS = 1_000_000  # table rows
-DIM = 64  # table columns
-ZIPF_A = 1.2  # 4,096 ids -> ~1,365 unique rows
+ROWS, DIM = 1_000_000, 64  # the table
+ZIPF_A = 1.2  # 4,096 ids -> ~1,350 unique rows
+BATCH, IDS_PER_ROW = 1024, 8  # the recommender's batch
 
 
 def select_backend(name):
-    """Sets KERAS_BACKEND (before keras is imported) and quiets the logs."""
+    """Sets KERAS_BACKEND (before keras is imported) and thread pinning."""
     if "keras" in sys.modules:
         raise RuntimeError("select_backend must run before keras is imported")
     os.environ["KERAS_BACKEND"] = name
@@ -32,58 +34,73 @@ def select_backend(name):
         for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "TF_NUM_INTRAOP_THREADS"):
             os.environ[var] = threads
         if threads == "1":
-            os.environ["XLA_FLAGS"] = (
-                os.environ.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false"
-                " intra_op_parallelism_threads=1").strip()
+            os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
+                " --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    os.environ.setdefault("JAX_PLATFORMS", "cpu")
+    os.environ.setdefault("JAX_PLATFORMS", "cpu")  # gpu_check.sh sets cuda
     if ROOT not in sys.path:
         sys.path.insert(0, ROOT)
 
 
 def zipf_ids(n, rows=ROWS, a=ZIPF_A, seed=0):
-    """`n` Zipf-distributed row ids (duplicates kept), hot rows scattered.
-
-    numpy's Zipf draw (a=1.2), folded into [0, rows) and sent through a fixed
-    random permutation so that the hot rows are spread over the table.
-    """
-    rng = np.random.default_rng(seed)
-    perm = _permutation(rows)
-    return perm[(rng.zipf(a, n) - 1) % rows].astype(np.int64)
+    """`n` Zipf ids (a=1.2, duplicates kept) folded into [0, rows) and sent
+    through a fixed permutation so the hot rows are spread over the table."""
+    perm = np.random.default_rng(12345).permutation(rows)
+    return perm[(np.random.default_rng(seed).zipf(a, n) - 1) % rows].astype(np.int64)
 
 
-_PERMS = {}
+def sparse_batch(n):
+    """The step benchmarks' gradient: (ids, values) for `n` Zipf ids."""
+    values = np.random.default_rng(7).standard_normal((n, DIM), np.float32)
+    return zipf_ids(n, seed=n), values
 
 
-def _permutation(rows):
-    if rows not in _PERMS:
-        _PERMS[rows] = np.random.default_rng(12345).permutation(rows)
-    return _PERMS[rows]
+def fit_data(steps):
+    """`steps` batches of the recommender: int32 ids (rows x 8) and labels."""
+    n = BATCH * steps
+    x = zipf_ids(n * IDS_PER_ROW, seed=11).reshape(n, IDS_PER_ROW).astype(np.int32)
+    y = np.random.default_rng(3).integers(0, 2, size=(n, 1)).astype(np.float32)
+    return x, y
 
 
-def summarize(samples):
-    """Median, min and max (ms) of a list of seconds."""
-    ms = [s * 1e3 for s in samples]
-    return {
-        "median_ms": statistics.median(ms),
-        "min_ms": min(ms),
-        "max_ms": max(ms),
-        "n": len(ms),
-    }
+def recommender(keras, optimizer, embedding_cls, jit_compile):
+    """Embedding 1M x 64 -> mean of 8 -> Dense 64 relu -> Dense 1 sigmoid.
+    `keras` is Keras 3 or tf.keras 2 (the anchor): the same code builds both."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((IDS_PER_ROW,), dtype="int32")
+    h = embedding_cls(ROWS, DIM)(inputs)
+    h = keras.layers.GlobalAveragePooling1D()(h)
+    h = keras.layers.Dense(64, activation="relu")(h)
+    model = keras.Model(inputs, keras.layers.Dense(1, activation="sigmoid")(h))
+    model.compile(optimizer=optimizer, loss="binary_crossentropy",
+                  jit_compile=jit_compile)
+    return model
+
+
+def fit_step_times(keras, model, x, y):
+    """Seconds per step of one `fit` epoch: gaps between consecutive
+    `on_train_batch_end` calls (Keras pulls the loss there, so each step is
+    done); the first step (iterator set-up) is dropped by the diff."""
+    ends = []
+    cb = keras.callbacks.LambdaCallback(
+        on_train_batch_end=lambda batch, logs: ends.append(time.perf_counter()))
+    model.fit(x, y, batch_size=BATCH, epochs=1, shuffle=False, verbose=0,
+              callbacks=[cb])
+    return np.diff(ends).tolist()
+
+
+def summarize(samples_s):
+    ms = [s * 1e3 for s in samples_s]
+    return {"median_ms": statistics.median(ms), "min_ms": min(ms),
+            "max_ms": max(ms), "n": len(ms), "samples_ms": [round(s, 4) for s in ms]}
 
 
 def interleaved(steps, repeats, warmup=2, budget_s=None, min_repeats=5):
-    """Times callables round-robin in this process: one call each per round.
-
-    `steps` maps a name to a zero-argument callable that runs one step and
-    returns only when the work is done (callers block on JAX arrays). Every
-    round calls every step once, in a rotating order, so that load from other
-    processes hits all sides alike. With `budget_s`, the number of rounds is
-    cut so that the slowest side gets about that many seconds (but at least
-    `min_repeats` rounds).
-
-    Returns {name: summarize(samples)} plus raw samples under "samples_ms".
-    """
+    """Times zero-argument callables round-robin in this process, one call
+    each per round in a rotating order, so load from other processes hits
+    all sides alike. With `budget_s`, rounds are cut so the slowest side gets
+    about that many seconds (at least `min_repeats` rounds). Every side runs
+    the same number of steps. Returns {name: summarize(samples)}."""
     names = list(steps)
     for name in names:
         for _ in range(warmup):
@@ -97,46 +114,41 @@ def interleaved(steps, repeats, warmup=2, budget_s=None, min_repeats=5):
         repeats = max(min_repeats, min(repeats, int(budget_s / max(slowest, 1e-6))))
     samples = {name: [] for name in names}
     for r in range(repeats):
-        order = names[r % len(names):] + names[: r % len(names)]
-        for name in order:
+        for name in names[r % len(names):] + names[: r % len(names)]:
             t0 = time.perf_counter()
             steps[name]()
             samples[name].append(time.perf_counter() - t0)
-    out = {}
-    for name in names:
-        out[name] = summarize(samples[name])
-        out[name]["samples_ms"] = [round(s * 1e3, 4) for s in samples[name]]
-    return out
+    return {name: summarize(s) for name, s in samples.items()}
 
 
-def fmt(stat):
-    return f"{stat['median_ms']:.3f} ms [{stat['min_ms']:.3f}-{stat['max_ms']:.3f}]"
+def step_timing(headline, quick):
+    """interleaved() arguments of bench_step, shared with the tfa side."""
+    return {"repeats": 10 if quick else 30 if headline else 20, "warmup": 2,
+            "budget_s": (3.0 if headline else 1.0) * (1 if quick else 4),
+            "min_repeats": 3 if quick else 5}
 
 
 def print_table(title, stats, reference=None):
-    """Prints medians, min-max and each side's time over `reference`'s."""
-    print(f"\n== {title}")
-    ref = stats[reference]["median_ms"] if reference else None
-    for name, stat in stats.items():
-        if not isinstance(stat, dict) or "median_ms" not in stat:
-            print(f"  {name:42s} {stat}")
+    """Medians, min-max and each side's time over `reference`'s, side by side."""
+    print(f"\n== {title} (load {load_avg()[0]:.2f})")
+    ref = stats.get(reference)
+    for name, s in stats.items():
+        if not isinstance(s, dict):  # an error message
+            print(f"  {name:42s} {s}")
             continue
         ratio = ""
-        if ref is not None and name != reference:
-            ratio = f"  x{stat['median_ms'] / ref:9.2f} the time of {reference}"
-        print(f"  {name:42s} {fmt(stat)}{ratio}")
+        if isinstance(ref, dict) and name != reference:
+            ratio = f"  x{s['median_ms'] / ref['median_ms']:8.2f} the time of {reference}"
+        print(f"  {name:42s} {s['median_ms']:9.3f} ms "
+              f"[{s['min_ms']:.3f}-{s['max_ms']:.3f}]{ratio}")
     sys.stdout.flush()
 
 
 def rss_kb():
     """(VmRSS, VmHWM) of this process in KiB, from /proc/self/status."""
-    fields = {}
     with open("/proc/self/status") as f:
-        for line in f:
-            key, _, value = line.partition(":")
-            if key in ("VmRSS", "VmHWM"):
-                fields[key] = int(value.split()[0])
-    return fields["VmRSS"], fields["VmHWM"]
+        fields = dict(line.split(":", 1) for line in f if ":" in line)
+    return tuple(int(fields[k].split()[0]) for k in ("VmRSS", "VmHWM"))
 
 
 def reset_peak_rss():
@@ -146,48 +158,36 @@ def reset_peak_rss():
 
 
 def machine_info():
-    info = {
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "cores": os.cpu_count(),
-    }
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    info["cpu"] = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        info["cpu"] = platform.processor()
-    try:
-        with open("/proc/meminfo") as f:
-            kb = int(f.readline().split()[1])
-        info["memory_gb"] = round(kb / 2**20, 1)
-    except OSError:
-        pass
-    versions = {}
     from importlib import metadata
 
-    for dist in ("keras", "tensorflow-cpu", "tensorflow", "jax", "jaxlib",
-                 "torch", "numpy"):
+    info = {"python": platform.python_version(), "platform": platform.platform(),
+            "cores": os.cpu_count(), "cpu": platform.processor()}
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(ln for ln in f if ln.startswith("model name"))
+            info["cpu"] = cpu.split(":", 1)[1].strip()
+        with open("/proc/meminfo") as f:
+            info["memory_gb"] = round(int(f.readline().split()[1]) / 2**20, 1)
+    except (OSError, StopIteration):
+        pass
+    info["versions"] = {}
+    for dist in ("keras", "tensorflow-cpu", "tensorflow", "tensorflow-addons",
+                 "jax", "jaxlib", "torch", "numpy"):
         try:
-            versions[dist] = metadata.version(dist)
+            info["versions"][dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:
             pass
-    info["versions"] = versions
     return info
 
 
 def code_version():
     """The package's git commit, '+dirty' if keras_lazyadam/ has changes."""
-    import subprocess
-
+    def git(*args):
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, check=False,
+                              text=True).stdout.strip()
     try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
-                              capture_output=True, text=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "keras_lazyadam"],
-                               cwd=ROOT, capture_output=True, text=True).stdout.strip()
-        return head + ("+dirty" if dirty else "")
+        dirty = git("status", "--porcelain", "keras_lazyadam")
+        return git("rev-parse", "--short", "HEAD") + ("+dirty" if dirty else "")
     except OSError:
         return "?"
 
@@ -200,14 +200,23 @@ def load_avg():
 
 
 def write_json(path, data):
-    if isinstance(data, dict):
-        data.setdefault("code_version", code_version())
+    data.setdefault("code_version", code_version())
+    data.setdefault("load", load_avg())
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "w") as f:
         json.dump(data, f, indent=1)
 
 
+def read_json(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+def error_text(e):
+    return f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:160]}"
+
+
 def sparse_traffic_bytes(k, dim=DIM, itemsize=4):
-    """Memory traffic of a lazy Adam step on k unique rows: read var, m, v
-    and the gradient row, write var, m, v: 7 row transfers."""
+    """A lazy Adam step on k unique rows reads var, m, v and the gradient row
+    and writes var, m, v: 7 row transfers."""
     return 7 * k * dim * itemsize

@@ -1,282 +1,156 @@
 """Renders benchmarks/results/results.md and step_time_vs_rows.png from the
-raw JSON of run_all.py, and prints PASS/MISS per goal."""
+raw JSON of run_all.py (plus raw/anchor.json of anchor.py, if present), and
+prints PASS/MISS per goal of cases.GOALS."""
 
 import os
 
+import cases
 import common
 
-PNG = "step_time_vs_rows.png"
-MD = "results.md"
-TOL = 1.10  # "no slower": MISS beyond 1.0, flagged "within noise" up to 1.1
+PNG, MD = "step_time_vs_rows.png", "results.md"
+FIT_LABEL = {"tensorflow-jit0": "tensorflow (no XLA)",
+             "tensorflow-jit1": "tensorflow (jit_compile=True)"}
 
 
-def _m(stat):
-    return stat["median_ms"]
+def _cell(s):
+    return f"{s['median_ms']:.2f} ({s['min_ms']:.2f}–{s['max_ms']:.2f})"
 
 
-def _cell(stat):
-    if stat is None:
-        return "—"
-    return f"{_m(stat):.2f} ({stat['min_ms']:.2f}–{stat['max_ms']:.2f})"
+def _table(header, rows):
+    return [f"| {' | '.join(header)} |", "|" + "---|" * len(header)] + \
+        [f"| {' | '.join(map(str, r))} |" for r in rows] + [""]
 
 
-def headline(step):
-    for entry in step["sparse"]:
-        if entry["headline"]:
-            return entry
-    return None
+def _backends(d):
+    return [b for b in cases.ALL if b in d]
+
+
+def _anchor(raw):
+    path = os.path.join(common.RAW, "anchor.json")
+    return raw.get("anchor") or (common.read_json(path) if os.path.exists(path) else None)
 
 
 def goals(raw):
-    """[(goal, measured, verdict)]"""
-    out = []
-
-    def speedup_goal(label, slow, fast, need):
-        if slow is None or fast is None:
-            out.append((label, "not measured", "PENDING"))
-            return
-        x = _m(slow) / _m(fast)
-        out.append((label, f"{x:.1f}x", "PASS" if x >= need else "MISS"))
-
-    def not_slower(label, ours, base, limit=1.0):
-        if ours is None or base is None:
-            out.append((label, "not measured", "PENDING"))
-            return
-        r = _m(ours) / _m(base)
-        if r <= limit:
-            verdict = "PASS"
-        elif r <= limit * TOL:
-            verdict = "MISS (within 10%: noise?)"
-        else:
-            verdict = "MISS"
-        out.append((label, f"{r:.2f}x the time", verdict))
-
-    step = raw.get("step", {})
-    need = {"tensorflow": 100, "jax": 50, "torch": 100}
-    for backend in common_backends(step):
-        h = headline(step[backend])
-        if h is None:
-            continue
-        s = h["stats"]
-        speedup_goal(
-            f"{backend}: sparse step, LazyAdam >= {need[backend]}x faster than Keras Adam",
-            s.get("Keras Adam"), s.get("LazyAdam"), need[backend])
-        base = {"tensorflow": "tfa-equivalent TF lazy step",
-                "torch": "torch SparseAdam"}.get(backend)
-        if base:
-            not_slower(f"{backend}: sparse step, LazyAdam no slower than {base}",
-                       s.get("LazyAdam"), s.get(base))
-        dense = (step[backend].get("dense") or {}).get("stats", {})
-        if backend == "torch":
-            not_slower("torch: dense 4096x4096, LazyAdam within 1.5x of torch Adam(fused=True)",
-                       dense.get("LazyAdam"), dense.get("torch Adam(fused=True)"), 1.5)
-        else:
-            not_slower(f"{backend}: dense 4096x4096, LazyAdam within 1.3x of Keras Adam",
-                       dense.get("LazyAdam"), dense.get("Keras Adam"), 1.3)
-    fit = raw.get("fit", {})
-    fit_need = {"tensorflow": 5, "jax": 1.2, "torch": 4}
-    for key in sorted(fit):
-        backend = key.split("-")[0]
-        s = fit[key]["stats"]
-        ref = s.get("Keras Adam + Embedding")
-        speedup_goal(f"{_fit_label(key)}: model.fit, LazyAdam + Embedding >= "
-                     f"{fit_need[backend]}x faster than Keras Adam",
-                     ref, s.get("LazyAdam + Embedding"), fit_need[backend])
-        if fit[key].get("lazy_embedding_available"):
-            speedup_goal(f"{_fit_label(key)}: model.fit, LazyAdam + LazyEmbedding "
-                         ">= 10x faster than Keras Adam + Embedding",
-                         ref, s.get("LazyAdam + LazyEmbedding"), 10)
-        else:
-            out.append((f"{_fit_label(key)}: model.fit with LazyEmbedding >= 10x",
-                        "LazyEmbedding not in the package yet", "PENDING"))
-    return out
-
-
-def common_backends(d):
-    return [b for b in ("tensorflow", "jax", "torch") if b in d]
-
-
-def _fit_label(key):
-    return {"tensorflow-jit0": "tensorflow (no XLA)",
-            "tensorflow-jit1": "tensorflow (jit_compile=True)"}.get(key, key)
+    rows = []
+    for b in _backends(raw.get("step", {})):
+        for entry in raw["step"][b]["sparse"]:
+            rows += cases.check(cases.SPARSE, b, entry["stats"], entry["ids"])
+        if raw["step"][b].get("dense"):
+            rows += cases.check(cases.DENSE, b, raw["step"][b]["dense"]["stats"], None)
+    for key in sorted(raw.get("fit", {})):
+        rows += cases.check(cases.FIT, key, raw["fit"][key]["stats"])
+    anchor = _anchor(raw)
+    return rows + [tuple(g) for g in anchor["goals"]] if anchor else rows
 
 
 def write(raw):
     os.makedirs(common.RESULTS, exist_ok=True)
     plot(raw, os.path.join(common.RESULTS, PNG))
-    g = goals(raw)
+    rows = goals(raw)
     print("\n== goals")
-    for label, measured, verdict in g:
-        print(f"  {verdict:6s} {label}: {measured}")
-    md = render(raw, g)
-    path = os.path.join(common.RESULTS, MD)
-    with open(path, "w") as f:
-        f.write(md)
-    print(f"\nwrote {path} and {os.path.join(common.RESULTS, PNG)}")
+    cases.print_goals(rows)
+    with open(os.path.join(common.RESULTS, MD), "w") as f:
+        f.write("\n".join(render(raw, rows)))
+    print(f"\nwrote {common.RESULTS}/{MD} and {PNG}")
+
+
+def _sides(entries, ref, keep=lambda entry: True, ref_of=None):
+    """Rows (*label, name, cell, time/ref, note) of [(label, entry)]."""
+    rows = []
+    for label, e in entries:
+        if not keep(e):
+            continue
+        r = ref_of(e) if ref_of else e["stats"].get(ref, {}).get("median_ms")
+        for name, s in e["stats"].items():
+            rows.append((*label, name, _cell(s), f"{s['median_ms'] / r:.2f}x"
+                         if r else "—", e.get("notes", {}).get(name, "")))
+        rows += [(*label, name, "fails", "—", f"`{err}`") for name, err in e["errors"].items()]
+    return rows
 
 
 def render(raw, goal_rows):
-    m = raw["machine"]
-    v = m["versions"]
-    L = []
-    L.append("# keras-lazyadam benchmark results\n")
-    L.append(
-        f"Machine: {m.get('cpu', '?')}, {m['cores']} cores, {m.get('memory_gb', '?')} GB "
-        f"RAM, no GPU; {m['platform']}; Python {m['python']}; "
-        + ", ".join(f"{k} {val}" for k, val in v.items())
-        + ".  \n"
-        f"Run: {raw.get('date', '?')}, `python benchmarks/run_all.py"
-        f"{' --quick' if raw.get('quick') else ''}`, intra-op threads: "
-        f"{raw.get('threads', 'framework default')}, load average "
-        f"{_load(raw.get('load_start'))} at start, {_load(raw.get('load_end'))} at end "
-        "(the machine is shared: other processes run alongside).  \n"
-        "Times are medians in ms with (min–max) over interleaved repeats; every "
-        "comparison ran in one process. Ratios are medians over medians.\n"
-    )
-    versions = sorted({
-        str(part.get("code_version", "?"))
-        for section in ("step", "fit")
-        for part in raw.get(section, {}).values()
-    } | {
-        str(r.get("code_version", "?"))
-        for cases in raw.get("memory", {}).values()
-        for r in cases.values()
-    })
-    L.append(f"keras_lazyadam code measured: commit {', '.join(versions)}.\n")
-    bw = raw.get("bandwidth", {})
-    L.append("## Goals\n")
-    L.append("| goal | measured | verdict |\n|---|---|---|")
-    for label, measured, verdict in goal_rows:
-        L.append(f"| {label} | {measured} | **{verdict}** |")
-    L.append("")
-
-    step = raw.get("step", {})
-    if step:
-        L.append("## (a) Optimizer step, sparse gradient\n")
-        L.append(
-            "1,000,000 × 64 float32 table; batch of 4,096 Zipf ids (numpy zipf "
-            "a=1.2, duplicates kept, so coalescing is inside the timed step); the "
-            "backend's native sparse gradient (tf.IndexedSlices, BCOO, torch sparse "
-            "COO). Compiled where the backend compiles: tf.function, jax.jit with "
-            "donated state, torch eager.\n"
-        )
-        L.append("| backend | optimizer | unique rows | step ms | time / LazyAdam | note |")
-        L.append("|---|---|---|---|---|---|")
-        for backend in common_backends(step):
-            h = headline(step[backend])
-            if h is None:
-                continue
-            lazy = h["stats"].get("LazyAdam")
-            for name, stat in h["stats"].items():
-                ratio = f"{_m(stat) / _m(lazy):.2f}x" if lazy else "—"
-                L.append(f"| {backend} | {name} | {h['unique']} | {_cell(stat)} | "
-                         f"{ratio} | {h['notes'].get(name, '')} |")
-            for name, err in h["errors"].items():
-                L.append(f"| {backend} | {name} | {h['unique']} | fails | — | `{err}` |")
-        L.append(f"\n![step time vs rows touched]({PNG})\n")
-        L.append("Step time against the number of unique rows touched (batches of "
-                 "64 to 262,144 Zipf ids), per backend and optimizer; bars are "
-                 "min–max; the dashed line is the memory-traffic bound at the "
-                 "measured streaming bandwidth.\n")
-
-        L.append("## (b) Optimizer step, dense gradient (4,096 × 4,096 kernel)\n")
-        L.append("| backend | optimizer | step ms | time / LazyAdam |")
-        L.append("|---|---|---|---|")
-        for backend in common_backends(step):
-            dense = step[backend].get("dense")
-            if not dense:
-                continue
-            lazy = dense["stats"].get("LazyAdam")
-            for name, stat in dense["stats"].items():
-                ratio = f"{_m(stat) / _m(lazy):.2f}x" if lazy else "—"
-                L.append(f"| {backend} | {name} | {_cell(stat)} | {ratio} |")
-            for name, err in dense["errors"].items():
-                L.append(f"| {backend} | {name} | fails | `{err}` |")
-        L.append("")
-
-    fit = raw.get("fit", {})
-    if fit:
-        L.append("## (c) model.fit per-step time, recommender\n")
-        L.append("Embedding 1,000,000 × 64 → mean over 8 ids → Dense 64 relu → "
-                 "Dense 1 sigmoid, binary cross-entropy, batch 1,024 rows × 8 Zipf "
-                 "ids. Gap between consecutive `on_train_batch_end` calls, first step "
-                 "of each `fit` call dropped; configurations interleaved by rounds. "
-                 "Keras SGD is a floor (the rest of the step).\n")
-        L.append("| backend | configuration | step ms | speedup vs Keras Adam |")
-        L.append("|---|---|---|---|")
-        for key in sorted(fit):
-            s = fit[key]["stats"]
-            ref = s.get("Keras Adam + Embedding")
-            for name, stat in s.items():
-                sp = f"{_m(ref) / _m(stat):.1f}x" if ref else "—"
-                L.append(f"| {_fit_label(key)} | {name} | {_cell(stat)} | {sp} |")
-            for name, err in fit[key]["errors"].items():
-                L.append(f"| {_fit_label(key)} | {name} | fails | `{err}` |")
-            if not fit[key].get("lazy_embedding_available"):
-                L.append(f"| {_fit_label(key)} | LazyAdam + LazyEmbedding | pending | — |")
-        L.append("")
-
-    if step:
-        L.append("## (d) Bandwidth and memory\n")
-        L.append(
-            "A lazy step on k unique rows of D=64 float32 must move 7·k·D·4 bytes "
-            "(read var, m, v and the summed gradient row; write var, m, v). "
-            f"Measured on this machine with numpy: streaming copy "
-            f"{bw.get('stream_gbs', float('nan')):.1f} GB/s, random 256-byte rows "
-            f"(gather + scatter of 65,536 rows) {bw.get('random_row_gbs', float('nan')):.1f} GB/s. "
-            "Achieved = 7·k·D·4 / median step time (it counts only the unavoidable "
-            "traffic, so it is a lower bound of what the step really moves).\n"
-        )
-        L.append("| backend | optimizer | unique rows k | bytes | step ms | achieved GB/s | "
-                 "bound ms (stream) | bound ms (random rows) |")
-        L.append("|---|---|---|---|---|---|---|---|")
-        for backend in common_backends(step):
-            h = headline(step[backend])
-            if h is None:
-                continue
-            k = h["unique"]
-            nbytes = common.sparse_traffic_bytes(k)
-            for name, stat in h["stats"].items():
-                if "Keras Adam" in name or "fused" in name:
-                    continue
-                L.append(
-                    f"| {backend} | {name} | {k} | {nbytes / 1e6:.2f} MB | {_m(stat):.3f} | "
-                    f"{nbytes / (_m(stat) / 1e3) / 1e9:.2f} | "
-                    f"{nbytes / bw.get('stream_gbs', float('nan')) / 1e6:.3f} | "
-                    f"{nbytes / bw.get('random_row_gbs', float('nan')) / 1e6:.3f} |"
-                )
-        L.append("")
+    m, step, fit = raw["machine"], raw.get("step", {}), raw.get("fit", {})
     mem = raw.get("memory", {})
+    versions = sorted({str(p.get("code_version", "?")) for sec in (step, fit)
+                       for p in sec.values()})
+    L = ["# keras-lazyadam benchmark results\n",
+         f"Machine: {m.get('cpu', '?')}, {m['cores']} cores, {m.get('memory_gb', '?')} GB RAM; "
+         f"{m['platform']}; Python {m['python']}; "
+         + ", ".join(f"{k} {v}" for k, v in m["versions"].items()) + ".  \n"
+         f"Run: {raw.get('date', '?')}, `python benchmarks/run_all.py"
+         f"{' --quick' if raw.get('quick') else ''}`, threads: {raw.get('threads')}, load "
+         f"average {_load(raw.get('load_start'))} at start, {_load(raw.get('load_end'))} at end "
+         "(a shared machine).  \nMedians in ms (min–max) over interleaved repeats; every "
+         "comparison ran in one process (the anchor: alternating processes). Ratios are "
+         f"medians over medians. keras_lazyadam commit: {', '.join(versions)}.\n",
+         "## Goals (checked, never asserted)\n"]
+    L += _table(["goal", "measured", "verdict"], [(g, x, f"**{v}**") for g, x, v in goal_rows])
+    if step:
+        L.append("## (a) Optimizer step, sparse gradient\n\n1,000,000 × 64 float32 table; "
+                 "Zipf ids (a=1.2, duplicates kept: coalescing is inside the timed step); "
+                 "the backend's native sparse gradient where the side takes one. Rows at "
+                 f"{cases.HEADLINE_IDS:,} (headline) and {cases.LARGE_IDS:,} ids; all sizes "
+                 "in the plot.\n")
+        entries = [((b, f"{e['ids']} → {e['unique']}"), e) for b in _backends(step)
+                   for e in step[b]["sparse"]]
+        L += _table(["backend", "ids → rows", "side", "step ms", "time / LazyAdam", "note"],
+                    _sides(entries, "LazyAdam", lambda e: e["ids"] in (cases.HEADLINE_IDS,
+                                                                       cases.LARGE_IDS)))
+        L.append(f"![step time vs rows touched]({PNG})\n")
+        L.append("## (b) Optimizer step, dense 4,096 × 4,096 kernel\n")
+        L += _table(["backend", "side", "step ms", "time / LazyAdam", "note"], _sides(
+            [((b,), step[b]["dense"]) for b in _backends(step) if step[b].get("dense")],
+            "LazyAdam"))
+    if fit:
+        L.append("## (c) model.fit per-step time, recommender\n\nEmbedding 1,000,000 × 64 "
+                 "→ mean of 8 ids → Dense 64 → Dense 1, batch 1,024 × 8 Zipf ids; gaps "
+                 "between `on_train_batch_end` calls; Keras SGD is the floor.\n")
+        L += _table(["backend", "side", "step ms", "time / Keras Adam", "note"], _sides(
+            [((FIT_LABEL.get(k, k),), fit[k]) for k in sorted(fit)], "Keras Adam + Embedding"))
+    anchor = _anchor(raw)
+    if anchor:
+        L.append(f"## (d) Anchor: tfa (TF 2.15) vs LazyAdam (Keras 3, TF backend)\n\n"
+                 f"`benchmarks/anchor.py`: {anchor['rounds']} rounds of alternating "
+                 "processes; median of the per-process medians (min–max of them); "
+                 f"load per round {', '.join(_load(x[:1]) for x in anchor['load_per_round'])}.\n")
+        L += _table(["kind", "side", "ms", "time / tfa", "note"], _sides(
+            [((k,), {"stats": anchor["stats"][k], "errors": {}}) for k in ("step", "fit")],
+            None, ref_of=lambda e: min(v["median_ms"] for n, v in e["stats"].items()
+                                       if n.startswith("tfa"))))
+    if step:
+        bw = raw.get("bandwidth", {})
+        L.append("## (e) Bandwidth and memory\n\nA lazy step on k unique rows moves at least "
+                 "7·k·D·4 bytes (read var, m, v, gradient row; write var, m, v). numpy on this "
+                 f"machine: streaming copy {bw.get('stream_gbs', float('nan')):.1f} GB/s, random "
+                 f"256-byte rows {bw.get('random_row_gbs', float('nan')):.1f} GB/s.\n")
+        rows = []
+        for b in _backends(step):
+            for e in step[b]["sparse"]:
+                if e["ids"] != cases.HEADLINE_IDS:
+                    continue
+                nbytes = common.sparse_traffic_bytes(e["unique"])
+                rows += [(b, n, e["unique"], f"{nbytes / 1e6:.2f} MB", f"{s['median_ms']:.3f}",
+                          f"{nbytes / s['median_ms'] / 1e6:.2f}",
+                          f"{nbytes / bw.get('stream_gbs', float('nan')) / 1e6:.3f}")
+                         for n, s in e["stats"].items() if "Keras" not in n and "fused" not in n]
+        L += _table(["backend", "side", "k", "bytes", "step ms", "achieved GB/s",
+                     "bound ms (stream)"], rows)
     if mem:
-        L.append(
-            "Peak memory of one step, one case per fresh subprocess "
-            "(`benchmarks/bench_memory.py`): RSS is read from /proc/self/status "
-            "(tracemalloc does not see framework allocations); after 3 warm-up "
-            "steps the peak mark is reset (`/proc/self/clear_refs` ← 5), 10 steps "
-            "run, and the table shows VmHWM − VmRSS(before). A table-sized "
-            "temporary (244 MiB) would show as ≥ 244 MiB even if freed at once. "
-            "Warm-up peak includes compilation and lazily created slots.\n"
-        )
-        L.append("| backend | case | steady peak over RSS (MiB) | RSS growth (MiB) | "
-                 "warm-up peak (MiB) | table-sized temporary? |")
-        L.append("|---|---|---|---|---|---|")
-        for backend in common_backends(mem):
-            for case, r in mem[backend].items():
-                big = "yes" if r["steady_peak_delta_mb"] >= 0.9 * r["table_mb"] else "no"
-                L.append(
-                    f"| {backend} | {case} | {r['steady_peak_delta_mb']:.1f} | "
-                    f"{r['steady_rss_growth_mb']:.1f} | {r['warmup_peak_delta_mb']:.1f} | {big} |"
-                )
-        L.append("")
-    L.append("Reproduce: `pip install -r benchmarks/requirements.txt && python "
-             "benchmarks/run_all.py` (or `--quick`); details in `benchmarks/README.md`.\n")
-    return "\n".join(L)
+        L.append("Peak memory of one step (`bench_memory.py`, one case per fresh process): "
+                 "VmHWM − VmRSS over 10 steady steps after 3 warm-up steps; a table-sized "
+                 "temporary (244 MiB) would show.\n")
+        L += _table(["backend", "case", "steady peak (MiB)", "RSS growth (MiB)",
+                     "warm-up peak (MiB)", "table-sized temporary?"],
+                    [(b, c, f"{r['steady_peak_delta_mb']:.1f}", f"{r['steady_rss_growth_mb']:.1f}",
+                      f"{r['warmup_peak_delta_mb']:.1f}",
+                      "yes" if r["steady_peak_delta_mb"] >= 0.9 * r["table_mb"] else "no")
+                     for b in _backends(mem) for c, r in mem[b].items()])
+    L.append("Reproduce: see `benchmarks/README.md`.\n")
+    return L
 
 
 def _load(x):
-    if not x:
-        return "?"
-    return "/".join(f"{v:.1f}" for v in x)
+    return "/".join(f"{v:.1f}" for v in x) if x else "?"
 
 
 def plot(raw, path):
@@ -284,46 +158,37 @@ def plot(raw, path):
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import matplotlib.ticker  # noqa: F401
 
     step = raw.get("step", {})
-    backends = common_backends(step)
+    backends = _backends(step)
     if not backends:
         return
     bw = raw.get("bandwidth", {}).get("stream_gbs")
     fig, axes = plt.subplots(1, len(backends), figsize=(5.2 * len(backends), 4.4),
                              sharey=True, squeeze=False)
-    for ax, backend in zip(axes[0], backends):
+    for ax, b in zip(axes[0], backends):
         series = {}
-        for entry in step[backend]["sparse"]:
-            for name, stat in entry["stats"].items():
-                series.setdefault(name, []).append((entry["unique"], stat))
+        for e in step[b]["sparse"]:
+            for name, s in e["stats"].items():
+                series.setdefault(name, []).append((e["unique"], s))
         for name, pts in series.items():
             pts.sort(key=lambda p: p[0])
-            xs = [p[0] for p in pts]
-            ys = [_m(p[1]) for p in pts]
-            lo = [y - p[1]["min_ms"] for y, p in zip(ys, pts)]
-            hi = [p[1]["max_ms"] - y for y, p in zip(ys, pts)]
-            style = dict(marker="o", linewidth=2.2 if name == "LazyAdam" else 1.3,
-                         capsize=2)
-            ax.errorbar(xs, ys, yerr=[lo, hi], label=name, **style)
+            ys = [p[1]["median_ms"] for p in pts]
+            err = [[y - p[1]["min_ms"] for y, p in zip(ys, pts)],
+                   [p[1]["max_ms"] - y for y, p in zip(ys, pts)]]
+            ax.errorbar([p[0] for p in pts], ys, yerr=err, label=name, marker="o",
+                        capsize=2, linewidth=2.2 if name == "LazyAdam" else 1.3)
         if bw:
-            ks = sorted({e["unique"] for e in step[backend]["sparse"]})
-            ax.plot(ks, [common.sparse_traffic_bytes(k) / (bw * 1e9) * 1e3 for k in ks],
-                    "k--", linewidth=1, label="traffic bound (7·k·D·4 B at stream BW)")
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-        ax.set_title(f"{backend}: 1M × 64 table, sparse gradient")
-        ax.set_xlabel("unique rows touched per step")
+            ks = sorted({e["unique"] for e in step[b]["sparse"]})
+            ax.plot(ks, [common.sparse_traffic_bytes(k) / (bw * 1e6) for k in ks], "k--",
+                    linewidth=1, label="traffic bound (7·k·D·4 B at stream BW)")
+        ax.set(xscale="log", yscale="log", title=f"{b}: 1M × 64 table, sparse gradient",
+               xlabel="unique rows touched per step")
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=7)
     axes[0][0].set_ylabel("optimizer step time, ms (median, min–max)")
-    m = raw.get("machine", {})
-    fig.suptitle(f"keras-lazyadam: optimizer step time vs rows touched "
-                 f"({m.get('cpu', '?')}, {m.get('cores', '?')} cores, "
-                 f"{raw.get('date', '')}{', quick' if raw.get('quick') else ''})",
-                 fontsize=9)
+    fig.suptitle(f"keras-lazyadam: step time vs rows touched ({raw['machine'].get('cpu', '?')}, "
+                 f"{raw.get('date', '')})", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

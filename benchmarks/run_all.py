@@ -1,21 +1,17 @@
-"""Runs the whole benchmark suite and writes the results table and plot.
+"""Runs the suite: per backend bench_step, bench_fit (TF with and without XLA)
+and bench_memory (each in its own process), optionally the anchor; then
+writes results/raw.json, results.md and step_time_vs_rows.png and prints
+PASS/MISS per goal (never asserted: a shared machine is noisy).
 
-    python benchmarks/run_all.py            # full suite, ~10-15 min on 2 cores
-    python benchmarks/run_all.py --quick    # fewer sizes and repeats, ~5 min
-    python benchmarks/run_all.py --backends torch jax --skip-fit
+    python benchmarks/run_all.py [--quick] [--backends torch jax] [--anchor]
+        [--skip-step] [--skip-fit] [--skip-memory] [--threads 1]
     python benchmarks/run_all.py --report-only   # re-render from raw.json
 
-One subprocess per backend and benchmark (KERAS_BACKEND is fixed per
-process); each subprocess times its sides interleaved and writes JSON under
-benchmarks/results/raw/. This driver then writes
-benchmarks/results/results.md, benchmarks/results/raw.json and
-benchmarks/results/step_time_vs_rows.png, and prints PASS/MISS per goal
-(goals are checked, never asserted: timings on a shared machine are noisy).
+Parts not rerun keep their saved results in raw.json.
 """
 
 import argparse
 import datetime
-import json
 import os
 import subprocess
 import sys
@@ -24,148 +20,102 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
+import cases  # noqa: E402
 import common  # noqa: E402
 
-BACKENDS = ["tensorflow", "jax", "torch"]
-RAW = os.path.join(common.RESULTS, "raw")
-MEMORY_CASES = {
-    "tensorflow": ["LazyAdam", "tfa-equivalent TF lazy step", "Keras Adam"],
-    "jax": ["LazyAdam", "hand-written JAX lazy step", "Keras Adam"],
-    "torch": ["LazyAdam", "torch SparseAdam", "Keras Adam"],
-}
-TIMEOUT = 900
 
-
-def run(cmd, log):
-    """Runs one benchmark subprocess, echoing its table lines."""
-    print("$ " + " ".join(cmd), flush=True)
-    t0 = time.time()
-    proc = subprocess.run(
-        cmd, cwd=common.ROOT, capture_output=True, text=True, timeout=TIMEOUT
-    )
-    keep = [
-        line
-        for line in proc.stdout.splitlines()
-        if line.strip() and "Warning" not in line
-    ]
-    print("\n".join(keep), flush=True)
-    with open(log, "w") as f:
+def run(cmd, out):
+    """Runs one benchmark process, echoing its output; its JSON or None."""
+    print("$ " + " ".join(cmd[1:]), flush=True)
+    proc = subprocess.run(cmd + ["--out", out], cwd=common.ROOT, capture_output=True,
+                          text=True, timeout=1800, check=False)
+    print("\n".join(ln for ln in proc.stdout.splitlines() if ln.strip()), flush=True)
+    with open(out.replace(".json", ".log"), "w") as f:
         f.write(proc.stdout + "\n--- stderr ---\n" + proc.stderr)
     if proc.returncode:
-        tail = "\n".join(proc.stderr.splitlines()[-15:])
-        print(f"  !! exit {proc.returncode} after {time.time() - t0:.0f}s:\n{tail}")
-    return proc.returncode
+        print(f"  !! exit {proc.returncode}:\n" + "\n".join(proc.stderr.splitlines()[-15:]))
+        return None
+    return common.read_json(out)
 
 
 def machine_bandwidth():
-    """numpy streaming copy and random-row gather/scatter rates (GB/s)."""
+    """numpy streaming copy and random-row gather + scatter rates (GB/s)."""
     import numpy as np
 
     a = np.ones((common.ROWS, common.DIM), np.float32)
     b = np.empty_like(a)
-    ts = []
-    for _ in range(5):
-        t0 = time.perf_counter()
-        np.copyto(b, a)
-        ts.append(time.perf_counter() - t0)
-    stream = 2 * a.nbytes / sorted(ts)[len(ts) // 2] / 1e9
     idx = np.random.default_rng(0).choice(common.ROWS, 65536, replace=False)
-    rows = a[idx]
-    ts = []
-    for _ in range(7):
-        t0 = time.perf_counter()
-        rows = a[idx]
-        b[idx] = rows
-        ts.append(time.perf_counter() - t0)
-    # Each row is read once and written once per operation: 4 row transfers.
-    random_rows = 4 * rows.nbytes / sorted(ts)[len(ts) // 2] / 1e9
-    del a, b
-    return {"stream_gbs": stream, "random_row_gbs": random_rows}
+
+    def median_s(fn, n):
+        ts = []
+        for _ in range(n):
+            t0 = time.perf_counter()
+            fn()
+            ts.append(time.perf_counter() - t0)
+        return sorted(ts)[n // 2]
+
+    stream = 2 * a.nbytes / median_s(lambda: np.copyto(b, a), 5) / 1e9
+    rows = 4 * 65536 * common.DIM * 4 / median_s(lambda: b.__setitem__(idx, a[idx]), 7) / 1e9
+    return {"stream_gbs": stream, "random_row_gbs": rows}
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--backends", nargs="+", default=BACKENDS)
-    parser.add_argument("--skip-step", action="store_true")
-    parser.add_argument("--skip-fit", action="store_true")
-    parser.add_argument("--skip-memory", action="store_true")
+    parser.add_argument("--backends", nargs="+", default=list(cases.ALL))
+    for part in ("step", "fit", "memory"):
+        parser.add_argument(f"--skip-{part}", action="store_true")
+    parser.add_argument("--anchor", action="store_true", help="also run anchor.py")
     parser.add_argument("--report-only", action="store_true")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="pin every framework's intra-op threads (env "
-                        "BENCH_THREADS); use 1 on a loaded shared machine")
+    parser.add_argument("--threads", type=int, help="pin intra-op threads (BENCH_THREADS)")
     args = parser.parse_args(argv)
-    os.makedirs(RAW, exist_ok=True)
+    import report
+
     raw_path = os.path.join(common.RESULTS, "raw.json")
-
+    raw = common.read_json(raw_path) if os.path.exists(raw_path) else {}
     if args.report_only:
-        with open(raw_path) as f:
-            raw = json.load(f)
-        return report(raw)
-
+        return report.write(raw)
     if args.threads:
         os.environ["BENCH_THREADS"] = str(args.threads)
     t_start = time.time()
-    raw = {}
-    if os.path.exists(raw_path):
-        with open(raw_path) as f:
-            raw = json.load(f)  # keep backends / parts not rerun now
-    raw.setdefault("step", {})
-    raw.setdefault("fit", {})
-    raw.setdefault("memory", {})
-    raw["machine"] = common.machine_info()
-    raw["quick"] = args.quick
-    raw["threads"] = args.threads or "framework default"
-    raw["date"] = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
-    raw["load_start"] = common.load_avg()
+    for part in ("step", "fit", "memory"):
+        raw.setdefault(part, {})
+    raw.update(machine=common.machine_info(), quick=args.quick, load_start=common.load_avg(),
+               threads=args.threads or "framework default",
+               date=datetime.datetime.now().strftime("%Y-%m-%d %H:%M"))
     print(f"machine: {raw['machine']}\nload average: {raw['load_start']}")
     raw["bandwidth"] = machine_bandwidth()
     print(f"numpy bandwidth: {raw['bandwidth']}", flush=True)
-    quick = ["--quick"] if args.quick else []
-    py = sys.executable
-
-    for backend in args.backends:
+    py, quick = sys.executable, ["--quick"] if args.quick else []
+    for b in args.backends:
         if not args.skip_step:
-            out = os.path.join(RAW, f"step_{backend}.json")
-            if run([py, f"{HERE}/bench_step.py", "--backend", backend, "--out", out]
-                   + quick, out.replace(".json", ".log")) == 0:
-                raw["step"][backend] = _load(out)
-        if not args.skip_fit:
-            variants = [0, 1] if backend == "tensorflow" else [None]
-            for jit in variants:
-                key = backend if jit is None else f"{backend}-jit{jit}"
-                out = os.path.join(RAW, f"fit_{key}.json")
-                cmd = [py, f"{HERE}/bench_fit.py", "--backend", backend, "--out", out]
-                if jit is not None:
-                    cmd += ["--jit-compile", str(jit)]
-                if run(cmd + quick, out.replace(".json", ".log")) == 0:
-                    raw["fit"][key] = _load(out)
+            res = run([py, f"{HERE}/bench_step.py", "--backend", b] + quick,
+                      os.path.join(common.RAW, f"step_{b}.json"))
+            if res:
+                raw["step"][b] = res
+        for jit in ([] if args.skip_fit else ["0", "1"] if b == "tensorflow" else [None]):
+            key = b if jit is None else f"{b}-jit{jit}"
+            res = run([py, f"{HERE}/bench_fit.py", "--backend", b] + quick
+                      + (["--jit-compile", jit] if jit else []),
+                      os.path.join(common.RAW, f"fit_{key}.json"))
+            if res:
+                raw["fit"][key] = res
         if not args.skip_memory:
-            raw["memory"][backend] = {}
-            for case in MEMORY_CASES[backend]:
-                slug = case.replace(" ", "_").replace("(", "").replace(")", "")
-                out = os.path.join(RAW, f"memory_{backend}_{slug}.json")
-                if run([py, f"{HERE}/bench_memory.py", "--backend", backend,
-                        "--case", case, "--out", out],
-                       out.replace(".json", ".log")) == 0:
-                    raw["memory"][backend][case] = _load(out)
+            raw["memory"][b] = {}
+            for name, case in cases.select(cases.SPARSE, b).items():
+                if case.memory:
+                    slug = "".join(c for c in name.replace(" ", "_") if c not in "(),")
+                    res = run([py, f"{HERE}/bench_memory.py", "--backend", b, "--case", name],
+                              os.path.join(common.RAW, f"memory_{b}_{slug}.json"))
+                    if res:
+                        raw["memory"][b][name] = res
         common.write_json(raw_path, raw)
-    raw["load_end"] = common.load_avg()
-    raw["seconds"] = time.time() - t_start
+    if args.anchor:
+        subprocess.run([py, f"{HERE}/anchor.py"] + quick, check=False)
+    raw.update(load_end=common.load_avg(), seconds=time.time() - t_start)
     common.write_json(raw_path, raw)
-    report(raw)
+    report.write(raw)
     print(f"\nsuite took {raw['seconds'] / 60:.1f} min")
-
-
-def _load(path):
-    with open(path) as f:
-        return json.load(f)
-
-
-def report(raw):
-    import report as report_mod
-
-    report_mod.write(raw)
 
 
 if __name__ == "__main__":

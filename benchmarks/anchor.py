@@ -1,0 +1,93 @@
+"""The anchor: the old stack (tf.keras 2.15 + tfa.optimizers.LazyAdam, in the
+environment of tfa_env.sh) against LazyAdam on Keras 3's TensorFlow backend,
+in alternating processes (the two stacks cannot share one).
+
+    python benchmarks/anchor.py [--rounds 3] [--quick] [--tfa-python PY]
+
+Round r runs, each in a fresh process: tfa step, LazyAdam step
+(bench_step.py --only LazyAdam --ids 4096), tfa fit, LazyAdam fit with the
+stock Embedding and with LazyEmbedding (bench_fit.py, one process, no XLA:
+Keras 3's default on CPU). Ids, values and fit data are drawn once here and
+handed to the tfa side (numpy<2 draws other Zipf ids). Per side: the median
+of its per-round medians [min-max of those]; ratios LazyAdam/tfa side by
+side; goals PASS/MISS. Writes benchmarks/results/raw/anchor.json, which
+report.py renders. ~4 min for 3 rounds on 2 cores.
+"""
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+import cases  # noqa: E402
+import common  # noqa: E402
+
+TFA_PY = os.path.join(HERE, ".tfa-venv", "bin", "python")
+
+
+def sides(tfa_py, data, quick):
+    q = ["--quick"] if quick else []
+    step = [sys.executable, f"{HERE}/bench_step.py", "--backend", "tensorflow",
+            "--only", "LazyAdam", "--ids", str(cases.HEADLINE_IDS), "--skip-dense"]
+    fit = [sys.executable, f"{HERE}/bench_fit.py", "--backend", "tensorflow",
+           "--jit-compile", "0", "--only", "LazyAdam + Embedding", "LazyAdam + LazyEmbedding"]
+    return [("step", [tfa_py, f"{HERE}/tfa_bench.py", "step", "--data", data] + q),
+            ("step", step + q),
+            ("fit", [tfa_py, f"{HERE}/tfa_bench.py", "fit", "--data", data] + q),
+            ("fit", fit + q)]
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--tfa-python", default=TFA_PY)
+    args = parser.parse_args(argv)
+    if not os.path.exists(args.tfa_python):
+        subprocess.run(["bash", f"{HERE}/tfa_env.sh"], check=True)
+    import numpy as np
+
+    tmp = tempfile.mkdtemp(prefix="anchor-")
+    data = os.path.join(tmp, "data.npz")
+    x, y = common.fit_data(5 if args.quick else 8)
+    np.savez(data, x=x, y=y, **dict(zip(("ids", "values"),
+                                        common.sparse_batch(cases.HEADLINE_IDS))))
+    rounds = {"step": {}, "fit": {}}  # kind -> side -> [per-round stats]
+    load = [common.load_avg()]
+    for r in range(args.rounds):
+        for i, (kind, cmd) in enumerate(sides(args.tfa_python, data, args.quick)):
+            out = os.path.join(tmp, f"{r}-{i}.json")
+            proc = subprocess.run(cmd + ["--out", out], cwd=common.ROOT,
+                                  capture_output=True, text=True, timeout=900, check=False)
+            if proc.returncode:
+                print(f"!! round {r}: {' '.join(cmd[1:3])} exit {proc.returncode}:\n"
+                      + "\n".join(proc.stderr.splitlines()[-10:]))
+                continue
+            res = common.read_json(out)
+            for name, s in (res.get("stats") or res["sparse"][0]["stats"]).items():
+                rounds[kind].setdefault(name, []).append(s)
+                print(f"round {r}: {kind} {name:28s} {s['median_ms']:8.3f} ms "
+                      f"(load {res['load'][0]:.2f})", flush=True)
+        load.append(common.load_avg())
+    result = {"rounds": args.rounds, "quick": args.quick, "per_round": rounds,
+              "load_per_round": load, "stats": {}, "goals": [],
+              "versions": {"main": common.machine_info()["versions"]}}
+    for kind, goal_kind, ref in (("step", cases.ANCHOR_STEP, "tfa LazyAdam"),
+                                 ("fit", cases.ANCHOR_FIT, "tfa LazyAdam + Embedding")):
+        stats = {name: common.summarize([s["median_ms"] / 1e3 for s in per])
+                 for name, per in rounds[kind].items()}
+        result["stats"][kind] = stats
+        common.print_table(f"anchor {kind}: median of {args.rounds} per-process medians "
+                           "[min-max of them]", stats, reference=ref)
+        result["goals"] += cases.check(goal_kind, "tensorflow", stats)
+    print("\n== anchor goals")
+    cases.print_goals(result["goals"])
+    common.write_json(os.path.join(common.RAW, "anchor.json"), result)
+
+
+if __name__ == "__main__":
+    main()

@@ -31,14 +31,34 @@ TFA_PY = os.path.join(HERE, ".tfa-venv", "bin", "python")
 
 def sides(tfa_py, data, quick):
     q = ["--quick"] if quick else []
-    step = [sys.executable, f"{HERE}/bench_step.py", "--backend", "tensorflow",
-            "--only", "LazyAdam", "--ids", str(cases.HEADLINE_IDS), "--skip-dense"]
-    fit = [sys.executable, f"{HERE}/bench_fit.py", "--backend", "tensorflow",
-           "--jit-compile", "0", "--only", "LazyAdam + Embedding", "LazyAdam + LazyEmbedding"]
-    return [("step", [tfa_py, f"{HERE}/tfa_bench.py", "step", "--data", data] + q),
-            ("step", step + q),
-            ("fit", [tfa_py, f"{HERE}/tfa_bench.py", "fit", "--data", data] + q),
-            ("fit", fit + q)]
+    step = [
+        sys.executable,
+        f"{HERE}/bench_step.py",
+        "--backend",
+        "tensorflow",
+        "--only",
+        "LazyAdam",
+        "--ids",
+        str(cases.HEADLINE_IDS),
+        "--skip-dense",
+    ]
+    fit = [
+        sys.executable,
+        f"{HERE}/bench_fit.py",
+        "--backend",
+        "tensorflow",
+        "--jit-compile",
+        "0",
+        "--only",
+        "LazyAdam + Embedding",
+        "LazyAdam + LazyEmbedding",
+    ]
+    return [
+        ("step", [tfa_py, f"{HERE}/tfa_bench.py", "step", "--data", data] + q),
+        ("step", step + q),
+        ("fit", [tfa_py, f"{HERE}/tfa_bench.py", "fit", "--data", data] + q),
+        ("fit", fit + q),
+    ]
 
 
 def main(argv=None):
@@ -54,35 +74,60 @@ def main(argv=None):
     tmp = tempfile.mkdtemp(prefix="anchor-")
     data = os.path.join(tmp, "data.npz")
     x, y = common.fit_data(5 if args.quick else 8)
-    np.savez(data, x=x, y=y, **dict(zip(("ids", "values"),
-                                        common.sparse_batch(cases.HEADLINE_IDS))))
+    np.savez(
+        data, x=x, y=y, **dict(zip(("ids", "values"), common.sparse_batch(cases.HEADLINE_IDS)))
+    )
     rounds = {"step": {}, "fit": {}}  # kind -> side -> [per-round stats]
     load = [common.load_avg()]
     for r in range(args.rounds):
         for i, (kind, cmd) in enumerate(sides(args.tfa_python, data, args.quick)):
             out = os.path.join(tmp, f"{r}-{i}.json")
-            proc = subprocess.run(cmd + ["--out", out], cwd=common.ROOT,
-                                  capture_output=True, text=True, timeout=900, check=False)
+            proc = subprocess.run(
+                cmd + ["--out", out],
+                cwd=common.ROOT,
+                capture_output=True,
+                text=True,
+                timeout=900,
+                check=False,
+            )
             if proc.returncode:
-                print(f"!! round {r}: {' '.join(cmd[1:3])} exit {proc.returncode}:\n"
-                      + "\n".join(proc.stderr.splitlines()[-10:]))
+                print(
+                    f"!! round {r}: {' '.join(cmd[1:3])} exit {proc.returncode}:\n"
+                    + "\n".join(proc.stderr.splitlines()[-10:])
+                )
                 continue
             res = common.read_json(out)
             for name, s in (res.get("stats") or res["sparse"][0]["stats"]).items():
                 rounds[kind].setdefault(name, []).append(s)
-                print(f"round {r}: {kind} {name:28s} {s['median_ms']:8.3f} ms "
-                      f"(load {res['load'][0]:.2f})", flush=True)
+                print(
+                    f"round {r}: {kind} {name:28s} {s['median_ms']:8.3f} ms "
+                    f"(load {res['load'][0]:.2f})",
+                    flush=True,
+                )
         load.append(common.load_avg())
-    result = {"rounds": args.rounds, "quick": args.quick, "per_round": rounds,
-              "load_per_round": load, "stats": {}, "goals": [],
-              "versions": {"main": common.machine_info()["versions"]}}
-    for kind, goal_kind, ref in (("step", cases.ANCHOR_STEP, "tfa LazyAdam"),
-                                 ("fit", cases.ANCHOR_FIT, "tfa LazyAdam + Embedding")):
-        stats = {name: common.summarize([s["median_ms"] / 1e3 for s in per])
-                 for name, per in rounds[kind].items()}
+    result = {
+        "rounds": args.rounds,
+        "quick": args.quick,
+        "per_round": rounds,
+        "load_per_round": load,
+        "stats": {},
+        "goals": [],
+        "versions": {"main": common.machine_info()["versions"]},
+    }
+    for kind, goal_kind, ref in (
+        ("step", cases.ANCHOR_STEP, "tfa LazyAdam"),
+        ("fit", cases.ANCHOR_FIT, "tfa LazyAdam + Embedding"),
+    ):
+        stats = {
+            name: common.summarize([s["median_ms"] / 1e3 for s in per])
+            for name, per in rounds[kind].items()
+        }
         result["stats"][kind] = stats
-        common.print_table(f"anchor {kind}: median of {args.rounds} per-process medians "
-                           "[min-max of them]", stats, reference=ref)
+        common.print_table(
+            f"anchor {kind}: median of {args.rounds} per-process medians [min-max of them]",
+            stats,
+            reference=ref,
+        )
         result["goals"] += cases.check(goal_kind, "tensorflow", stats)
     print("\n== anchor goals")
     cases.print_goals(result["goals"])

@@ -23,8 +23,12 @@ import common  # noqa: E402
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--backend", required=True)
-    parser.add_argument("--jit-compile", type=int, default=None,
-                        help="TF only: 0 or 1 (default 0, Keras 3's default on CPU)")
+    parser.add_argument(
+        "--jit-compile",
+        type=int,
+        default=None,
+        help="TF only: 0 or 1 (default 0, Keras 3's default on CPU)",
+    )
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--only", nargs="+", help="case names (default: all)")
     parser.add_argument("--rounds", type=int)
@@ -42,8 +46,7 @@ def main(argv=None):
         try:
             t0 = time.perf_counter()
             models[name] = common.recommender(keras, *case.builder(), jit_compile)
-            common.fit_step_times(keras, models[name], x[: 3 * common.BATCH],
-                                  y[: 3 * common.BATCH])
+            common.fit_step_times(keras, models[name], x[: 3 * common.BATCH], y[: 3 * common.BATCH])
             print(f"  built + compiled {name} in {time.perf_counter() - t0:.1f}s", flush=True)
             samples[name] = []
         except Exception as e:  # noqa: BLE001 - reported, not hidden
@@ -51,17 +54,27 @@ def main(argv=None):
             models.pop(name, None)
     names = list(models)
     for r in range(args.rounds or (2 if args.quick else 3)):
-        for name in names[r % len(names):] + names[: r % len(names)]:
+        for name in names[r % len(names) :] + names[: r % len(names)]:
             samples[name] += common.fit_step_times(keras, models[name], x, y)
     stats = {name: common.summarize(s) for name, s in samples.items()}
-    common.print_table(f"[{key}] model.fit per-step time, batch {common.BATCH} x "
-                       f"{common.IDS_PER_ROW} ids", {**stats, **errors},
-                       reference="Keras Adam + Embedding")
+    common.print_table(
+        f"[{key}] model.fit per-step time, batch {common.BATCH} x {common.IDS_PER_ROW} ids",
+        {**stats, **errors},
+        reference="Keras Adam + Embedding",
+    )
     cases.print_goals(cases.check(cases.FIT, key, stats))
     if args.out:
-        common.write_json(args.out, {"backend": args.backend, "key": key,
-                                     "jit_compile": jit_compile, "stats": stats,
-                                     "errors": errors, "lazy_embedding_available": True})
+        common.write_json(
+            args.out,
+            {
+                "backend": args.backend,
+                "key": key,
+                "jit_compile": jit_compile,
+                "stats": stats,
+                "errors": errors,
+                "lazy_embedding_available": True,
+            },
+        )
 
 
 if __name__ == "__main__":

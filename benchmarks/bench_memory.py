@@ -48,16 +48,21 @@ def main(argv=None):
         step(g)
     rss1, hwm = common.rss_kb()
     mb = 1 / 1024
-    out = {"backend": args.backend, "case": args.case,
-           "table_mb": common.ROWS * common.DIM * 4 / 2**20,
-           "state_mb": (rss_built - rss_start) * mb,
-           "warmup_peak_delta_mb": (hwm_warm - rss_built) * mb,
-           "steady_peak_delta_mb": (hwm - rss0) * mb,
-           "steady_rss_growth_mb": (rss1 - rss0) * mb,
-           "unique_rows": len(np.unique(ids))}
-    print(f"[{args.backend}] {args.case}: steady peak +{out['steady_peak_delta_mb']:.1f} MB"
-          f" over {args.steps} steps (table {out['table_mb']:.0f} MB; warm-up peak "
-          f"+{out['warmup_peak_delta_mb']:.1f} MB; state {out['state_mb']:.0f} MB)")
+    out = {
+        "backend": args.backend,
+        "case": args.case,
+        "table_mb": common.ROWS * common.DIM * 4 / 2**20,
+        "state_mb": (rss_built - rss_start) * mb,
+        "warmup_peak_delta_mb": (hwm_warm - rss_built) * mb,
+        "steady_peak_delta_mb": (hwm - rss0) * mb,
+        "steady_rss_growth_mb": (rss1 - rss0) * mb,
+        "unique_rows": len(np.unique(ids)),
+    }
+    print(
+        f"[{args.backend}] {args.case}: steady peak +{out['steady_peak_delta_mb']:.1f} MB"
+        f" over {args.steps} steps (table {out['table_mb']:.0f} MB; warm-up peak "
+        f"+{out['warmup_peak_delta_mb']:.1f} MB; state {out['state_mb']:.0f} MB)"
+    )
     if args.out:
         common.write_json(args.out, out)
 

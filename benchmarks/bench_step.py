@@ -49,21 +49,34 @@ def run_kind(kind, backend, shape, batches, names, quick):
         n, k = len(ids), len(np.unique(ids))
         headline = kind == cases.DENSE or n in (cases.HEADLINE_IDS, cases.LARGE_IDS)
         stats = common.interleaved(steps, **common.step_timing(headline, quick))
-        title = (f"[{backend}] {kind}, {n} Zipf ids -> {k} unique rows of "
-                 f"{shape[0]} x {shape[1]}" if kind == cases.SPARSE else
-                 f"[{backend}] {kind}, {shape[0]} x {shape[1]} kernel")
+        title = (
+            f"[{backend}] {kind}, {n} Zipf ids -> {k} unique rows of {shape[0]} x {shape[1]}"
+            if kind == cases.SPARSE
+            else f"[{backend}] {kind}, {shape[0]} x {shape[1]} kernel"
+        )
         common.print_table(title, {**stats, **errors}, reference="LazyAdam")
-        cases.print_goals(cases.check(kind, backend, stats,
-                                      n if kind == cases.SPARSE else None))
-        out.append({"ids": n, "unique": k, "stats": stats, "errors": errors,
-                    "notes": notes, "headline": n == cases.HEADLINE_IDS,
-                    "load": common.load_avg()})
+        cases.print_goals(cases.check(kind, backend, stats, n if kind == cases.SPARSE else None))
+        out.append(
+            {
+                "ids": n,
+                "unique": k,
+                "stats": stats,
+                "errors": errors,
+                "notes": notes,
+                "headline": n == cases.HEADLINE_IDS,
+                "load": common.load_avg(),
+            }
+        )
     hand = [built.get(h) for h in cases.JAX_HAND]
     if all(isinstance(h, tuple) for h in hand):  # same steps, same inputs
-        same = all(np.array_equal(np.asarray(a), np.asarray(b))
-                   for a, b in zip(hand[0][1].state(), hand[1][1].state()))
-        print(f"  sort-free vs jnp.unique hand-written JAX steps after "
-              f"{len(out)} batches: {'bitwise equal' if same else 'DIFFER'}")
+        same = all(
+            np.array_equal(np.asarray(a), np.asarray(b))
+            for a, b in zip(hand[0][1].state(), hand[1][1].state())
+        )
+        print(
+            f"  sort-free vs jnp.unique hand-written JAX steps after "
+            f"{len(out)} batches: {'bitwise equal' if same else 'DIFFER'}"
+        )
         out[-1]["sort_free_bitwise_equal"] = same
     return out
 
@@ -83,13 +96,25 @@ def main(argv=None):
 
     sweep = args.ids or (QUICK_SWEEP_IDS if args.quick else SWEEP_IDS)
     result = {"backend": args.backend}
-    result["sparse"] = run_kind(cases.SPARSE, args.backend, (common.ROWS, common.DIM),
-                                [common.sparse_batch(n) for n in sweep], args.only, args.quick)
+    result["sparse"] = run_kind(
+        cases.SPARSE,
+        args.backend,
+        (common.ROWS, common.DIM),
+        [common.sparse_batch(n) for n in sweep],
+        args.only,
+        args.quick,
+    )
     gc.collect()
     if not args.skip_dense:
         dense = np.random.default_rng(7).standard_normal((4096, 4096), np.float32)
-        result["dense"] = run_kind(cases.DENSE, args.backend, dense.shape,
-                                   [(np.arange(4096), dense)], args.only, args.quick)[0]
+        result["dense"] = run_kind(
+            cases.DENSE,
+            args.backend,
+            dense.shape,
+            [(np.arange(4096), dense)],
+            args.only,
+            args.quick,
+        )[0]
     if args.out:
         common.write_json(args.out, result)
 

@@ -71,22 +71,29 @@ def gradient(sparse, shape):
         if backend == "tensorflow":
             import tensorflow as tf
 
-            return tf.IndexedSlices(tf.constant(values), tf.constant(ids),
-                                    tf.constant(shape, tf.int64)) if sparse else tf.constant(values)
+            return (
+                tf.IndexedSlices(
+                    tf.constant(values), tf.constant(ids), tf.constant(shape, tf.int64)
+                )
+                if sparse
+                else tf.constant(values)
+            )
         if backend == "jax":
             import jax.numpy as jnp
             from jax.experimental import sparse as jax_sparse
 
             if not sparse:
                 return jnp.asarray(values)
-            return jax_sparse.BCOO((jnp.asarray(values), jnp.asarray(ids, jnp.int32)[:, None]),
-                                   shape=shape)
+            return jax_sparse.BCOO(
+                (jnp.asarray(values), jnp.asarray(ids, jnp.int32)[:, None]), shape=shape
+            )
         import torch
 
         if not sparse:
             return torch.as_tensor(values, device=_torch_device())
-        return torch.sparse_coo_tensor(torch.as_tensor(ids)[None], torch.as_tensor(values),
-                                       shape, device=_torch_device())  # uncoalesced
+        return torch.sparse_coo_tensor(
+            torch.as_tensor(ids)[None], torch.as_tensor(values), shape, device=_torch_device()
+        )  # uncoalesced
 
     return make
 
@@ -117,16 +124,17 @@ def keras_step(shape, sparse, optimizer, **kwargs):
         # The donated buffers are the variables' own: `var` is stale after
         # the first step (never read again) and no copy stays alive.
         state = [[var.value], [v.value for v in opt.variables]]
-        jitted = jax.jit(lambda tv, ov, g: opt.stateless_apply(ov, [g], tv),
-                         donate_argnums=(0, 1))
+        jitted = jax.jit(lambda tv, ov, g: opt.stateless_apply(ov, [g], tv), donate_argnums=(0, 1))
 
         def step(g):
             state[0], state[1] = jitted(state[0], state[1], g)
             jax.block_until_ready(state)
     else:
+
         def step(g):
             opt.apply([g], [var])
             _sync()
+
     return gradient(sparse, shape), step, "sparse in" if sparse else "dense in"
 
 
@@ -171,9 +179,15 @@ def jax_lazy(shape, sparse, sort_free):
     import jax.numpy as jnp
 
     rows = shape[0]
-    state = [(jnp.asarray(initial_table(shape)), jnp.zeros(shape, jnp.float32),
-              jnp.zeros(shape, jnp.float32), jnp.zeros((), jnp.float32))
-             + ((jnp.zeros((rows,), jnp.int32),) if sort_free else ())]
+    state = [
+        (
+            jnp.asarray(initial_table(shape)),
+            jnp.zeros(shape, jnp.float32),
+            jnp.zeros(shape, jnp.float32),
+            jnp.zeros((), jnp.float32),
+        )
+        + ((jnp.zeros((rows,), jnp.int32),) if sort_free else ())
+    ]
 
     @functools.partial(jax.jit, donate_argnums=(0,))
     def jitted(st, ids, values):
@@ -209,8 +223,11 @@ def jax_lazy(shape, sparse, sort_free):
         jax.block_until_ready(state[0])
 
     step.state = lambda: state[0][:4]  # for the bitwise check in bench_step
-    note = "scratch scatter/gather + segment_sum, unique_indices" if sort_free else \
-        "jnp.unique(size=n) + segment_sum + .at[] scatters"
+    note = (
+        "scratch scatter/gather + segment_sum, unique_indices"
+        if sort_free
+        else "jnp.unique(size=n) + segment_sum + .at[] scatters"
+    )
     return gradient(True, shape), step, note
 
 
@@ -239,9 +256,11 @@ def fit_config(optimizer, embedding):
 
         import keras_lazyadam
 
-        opt = {"Adam": lambda: keras.optimizers.Adam(LR),
-               "SGD": lambda: keras.optimizers.SGD(LR),
-               "LazyAdam": lambda: keras_lazyadam.LazyAdam(LR)}[optimizer]()
+        opt = {
+            "Adam": lambda: keras.optimizers.Adam(LR),
+            "SGD": lambda: keras.optimizers.SGD(LR),
+            "LazyAdam": lambda: keras_lazyadam.LazyAdam(LR),
+        }[optimizer]()
         return opt, getattr(keras_lazyadam, embedding, None) or getattr(keras.layers, embedding)
 
     return build
@@ -257,18 +276,31 @@ P = functools.partial
 CASES = [
     # name, backends, kinds, builder(shape, sparse) / builder(); memory: bench_memory runs it
     Case("LazyAdam", ALL, (SPARSE, DENSE), P(keras_step, optimizer="LazyAdam"), memory=True),
-    Case("LazyAdam(skip_zero_rows=False)", ALL, (DENSE,),
-         P(keras_step, optimizer="LazyAdam", skip_zero_rows=False)),
+    Case(
+        "LazyAdam(skip_zero_rows=False)",
+        ALL,
+        (DENSE,),
+        P(keras_step, optimizer="LazyAdam", skip_zero_rows=False),
+    ),
     # Keras Adam gets IndexedSlices on TF (and densifies them), the dense
     # gradient elsewhere (a BCOO with duplicate ids fails under jit in Adam).
-    Case("Keras Adam", ALL, (SPARSE, DENSE),
-         lambda shape, sparse: keras_step(shape, sparse and _backend() == "tensorflow", "Adam"),
-         memory=True),
+    Case(
+        "Keras Adam",
+        ALL,
+        (SPARSE, DENSE),
+        lambda shape, sparse: keras_step(shape, sparse and _backend() == "tensorflow", "Adam"),
+        memory=True,
+    ),
     Case("tfa-equivalent TF lazy step", ("tensorflow",), (SPARSE,), tf_lazy, memory=True),
     Case(JAX_HAND[0], ("jax",), (SPARSE,), P(jax_lazy, sort_free=False), memory=True),
     Case(JAX_HAND[1], ("jax",), (SPARSE,), P(jax_lazy, sort_free=True), memory=True),
-    Case("torch SparseAdam", ("torch",), (SPARSE,), P(torch_step, optimizer="SparseAdam"),
-         memory=True),
+    Case(
+        "torch SparseAdam",
+        ("torch",),
+        (SPARSE,),
+        P(torch_step, optimizer="SparseAdam"),
+        memory=True,
+    ),
     Case("torch Adam(fused=True)", ("torch",), (SPARSE, DENSE), P(torch_step, optimizer="Adam")),
     Case("Keras Adam + Embedding", ALL, (FIT,), fit_config("Adam", "Embedding")),
     Case("LazyAdam + Embedding", ALL, (FIT,), fit_config("LazyAdam", "Embedding")),
@@ -279,8 +311,11 @@ CASES = [
 
 def select(kind, backend, names=None):
     """{name: Case} of `kind` on `backend`, in table order; `names` a subset."""
-    return {c.name: c for c in CASES if kind in c.kinds and backend in c.backends
-            and (not names or c.name in names)}
+    return {
+        c.name: c
+        for c in CASES
+        if kind in c.kinds and backend in c.backends and (not names or c.name in names)
+    }
 
 
 class Goal:
@@ -307,17 +342,36 @@ STEP_GOALS = [
 FIT_GOALS = [
     Goal(FIT, ("jax",), "Keras Adam + Embedding", "LazyAdam + Embedding", ">=", 1.0),
     Goal(FIT, ("torch",), "Keras Adam + Embedding", "LazyAdam + Embedding", ">=", 4),
-    Goal(FIT, ("tensorflow-jit0", "tensorflow-jit1"), "Keras Adam + Embedding",
-         "LazyAdam + Embedding", ">=", 5),
-    Goal(FIT, ("jax", "torch", "tensorflow-jit0", "tensorflow-jit1"), "Keras Adam + Embedding",
-         "LazyAdam + LazyEmbedding", ">=", 10),
+    Goal(
+        FIT,
+        ("tensorflow-jit0", "tensorflow-jit1"),
+        "Keras Adam + Embedding",
+        "LazyAdam + Embedding",
+        ">=",
+        5,
+    ),
+    Goal(
+        FIT,
+        ("jax", "torch", "tensorflow-jit0", "tensorflow-jit1"),
+        "Keras Adam + Embedding",
+        "LazyAdam + LazyEmbedding",
+        ">=",
+        10,
+    ),
 ]
 ANCHOR_GOALS = [  # anchor.py: tfa in its own TF 2.15 process
     Goal(ANCHOR_STEP, ("tensorflow",), "LazyAdam", "tfa LazyAdam", "<=", 1.0),
-    Goal(ANCHOR_FIT, ("tensorflow",), "LazyAdam + Embedding", "tfa LazyAdam + Embedding",
-         "<=", 1.3),
-    Goal(ANCHOR_FIT, ("tensorflow",), "LazyAdam + LazyEmbedding", "tfa LazyAdam + Embedding",
-         "<=", None),
+    Goal(
+        ANCHOR_FIT, ("tensorflow",), "LazyAdam + Embedding", "tfa LazyAdam + Embedding", "<=", 1.3
+    ),
+    Goal(
+        ANCHOR_FIT,
+        ("tensorflow",),
+        "LazyAdam + LazyEmbedding",
+        "tfa LazyAdam + Embedding",
+        "<=",
+        None,
+    ),
 ]
 GOALS = STEP_GOALS + FIT_GOALS + ANCHOR_GOALS
 
@@ -330,8 +384,11 @@ def check(kind, where, stats, ids=HEADLINE_IDS):
         if g.kind != kind or where not in g.where or g.ids != ids:
             continue
         dens = g.den if isinstance(g.den, tuple) else (g.den,)
-        den = min((d for d in dens if isinstance(stats.get(d), dict)), default=None,
-                  key=lambda d: stats[d]["median_ms"])
+        den = min(
+            (d for d in dens if isinstance(stats.get(d), dict)),
+            default=None,
+            key=lambda d: stats[d]["median_ms"],
+        )
         name = f"{g.num} / " + (f"fastest of ({'; '.join(dens)})" if len(dens) > 1 else dens[0])
         label = f"{where} {kind}{'' if ids in (None, HEADLINE_IDS) else f' at {ids} ids'}: {name}"
         goal = f" (goal {g.op} {g.target})" if g.target is not None else ""
@@ -341,8 +398,9 @@ def check(kind, where, stats, ids=HEADLINE_IDS):
         r = stats[g.num]["median_ms"] / stats[den]["median_ms"]
         ok = None if g.target is None else r <= g.target if g.op == "<=" else r >= g.target
         verdict = "INFO" if ok is None else "PASS" if ok else "MISS"
-        rows.append((label + goal, f"{r:.2f}x" + (f" (best: {den})" if len(dens) > 1 else ""),
-                     verdict))
+        rows.append(
+            (label + goal, f"{r:.2f}x" + (f" (best: {den})" if len(dens) > 1 else ""), verdict)
+        )
     return rows
 
 

@@ -34,8 +34,10 @@ def select_backend(name):
         for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "TF_NUM_INTRAOP_THREADS"):
             os.environ[var] = threads
         if threads == "1":
-            os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
-                " --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1")
+            os.environ["XLA_FLAGS"] = (
+                os.environ.get("XLA_FLAGS", "")
+                + " --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+            )
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("JAX_PLATFORMS", "cpu")  # gpu_check.sh sets cuda
     if ROOT not in sys.path:
@@ -72,8 +74,7 @@ def recommender(keras, optimizer, embedding_cls, jit_compile):
     h = keras.layers.GlobalAveragePooling1D()(h)
     h = keras.layers.Dense(64, activation="relu")(h)
     model = keras.Model(inputs, keras.layers.Dense(1, activation="sigmoid")(h))
-    model.compile(optimizer=optimizer, loss="binary_crossentropy",
-                  jit_compile=jit_compile)
+    model.compile(optimizer=optimizer, loss="binary_crossentropy", jit_compile=jit_compile)
     return model
 
 
@@ -83,16 +84,21 @@ def fit_step_times(keras, model, x, y):
     done); the first step (iterator set-up) is dropped by the diff."""
     ends = []
     cb = keras.callbacks.LambdaCallback(
-        on_train_batch_end=lambda batch, logs: ends.append(time.perf_counter()))
-    model.fit(x, y, batch_size=BATCH, epochs=1, shuffle=False, verbose=0,
-              callbacks=[cb])
+        on_train_batch_end=lambda batch, logs: ends.append(time.perf_counter())
+    )
+    model.fit(x, y, batch_size=BATCH, epochs=1, shuffle=False, verbose=0, callbacks=[cb])
     return np.diff(ends).tolist()
 
 
 def summarize(samples_s):
     ms = [s * 1e3 for s in samples_s]
-    return {"median_ms": statistics.median(ms), "min_ms": min(ms),
-            "max_ms": max(ms), "n": len(ms), "samples_ms": [round(s, 4) for s in ms]}
+    return {
+        "median_ms": statistics.median(ms),
+        "min_ms": min(ms),
+        "max_ms": max(ms),
+        "n": len(ms),
+        "samples_ms": [round(s, 4) for s in ms],
+    }
 
 
 def interleaved(steps, repeats, warmup=2, budget_s=None, min_repeats=5):
@@ -114,7 +120,7 @@ def interleaved(steps, repeats, warmup=2, budget_s=None, min_repeats=5):
         repeats = max(min_repeats, min(repeats, int(budget_s / max(slowest, 1e-6))))
     samples = {name: [] for name in names}
     for r in range(repeats):
-        for name in names[r % len(names):] + names[: r % len(names)]:
+        for name in names[r % len(names) :] + names[: r % len(names)]:
             t0 = time.perf_counter()
             steps[name]()
             samples[name].append(time.perf_counter() - t0)
@@ -123,9 +129,12 @@ def interleaved(steps, repeats, warmup=2, budget_s=None, min_repeats=5):
 
 def step_timing(headline, quick):
     """interleaved() arguments of bench_step, shared with the tfa side."""
-    return {"repeats": 10 if quick else 30 if headline else 20, "warmup": 2,
-            "budget_s": (3.0 if headline else 1.0) * (1 if quick else 4),
-            "min_repeats": 3 if quick else 5}
+    return {
+        "repeats": 10 if quick else 30 if headline else 20,
+        "warmup": 2,
+        "budget_s": (3.0 if headline else 1.0) * (1 if quick else 4),
+        "min_repeats": 3 if quick else 5,
+    }
 
 
 def print_table(title, stats, reference=None):
@@ -139,8 +148,7 @@ def print_table(title, stats, reference=None):
         ratio = ""
         if isinstance(ref, dict) and name != reference:
             ratio = f"  x{s['median_ms'] / ref['median_ms']:8.2f} the time of {reference}"
-        print(f"  {name:42s} {s['median_ms']:9.3f} ms "
-              f"[{s['min_ms']:.3f}-{s['max_ms']:.3f}]{ratio}")
+        print(f"  {name:42s} {s['median_ms']:9.3f} ms [{s['min_ms']:.3f}-{s['max_ms']:.3f}]{ratio}")
     sys.stdout.flush()
 
 
@@ -160,8 +168,12 @@ def reset_peak_rss():
 def machine_info():
     from importlib import metadata
 
-    info = {"python": platform.python_version(), "platform": platform.platform(),
-            "cores": os.cpu_count(), "cpu": platform.processor()}
+    info = {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cores": os.cpu_count(),
+        "cpu": platform.processor(),
+    }
     try:
         with open("/proc/cpuinfo") as f:
             cpu = next(ln for ln in f if ln.startswith("model name"))
@@ -171,8 +183,16 @@ def machine_info():
     except (OSError, StopIteration):
         pass
     info["versions"] = {}
-    for dist in ("keras", "tensorflow-cpu", "tensorflow", "tensorflow-addons",
-                 "jax", "jaxlib", "torch", "numpy"):
+    for dist in (
+        "keras",
+        "tensorflow-cpu",
+        "tensorflow",
+        "tensorflow-addons",
+        "jax",
+        "jaxlib",
+        "torch",
+        "numpy",
+    ):
         try:
             info["versions"][dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:
@@ -182,9 +202,12 @@ def machine_info():
 
 def code_version():
     """The package's git commit, '+dirty' if keras_lazyadam/ has changes."""
+
     def git(*args):
-        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, check=False,
-                              text=True).stdout.strip()
+        return subprocess.run(
+            ["git", *args], cwd=ROOT, capture_output=True, check=False, text=True
+        ).stdout.strip()
+
     try:
         dirty = git("status", "--porcelain", "keras_lazyadam")
         return git("rev-parse", "--short", "HEAD") + ("+dirty" if dirty else "")

@@ -8,8 +8,10 @@ import cases
 import common
 
 PNG, MD = "step_time_vs_rows.png", "results.md"
-FIT_LABEL = {"tensorflow-jit0": "tensorflow (no XLA)",
-             "tensorflow-jit1": "tensorflow (jit_compile=True)"}
+FIT_LABEL = {
+    "tensorflow-jit0": "tensorflow (no XLA)",
+    "tensorflow-jit1": "tensorflow (jit_compile=True)",
+}
 
 
 def _cell(s):
@@ -17,8 +19,11 @@ def _cell(s):
 
 
 def _table(header, rows):
-    return [f"| {' | '.join(header)} |", "|" + "---|" * len(header)] + \
-        [f"| {' | '.join(map(str, r))} |" for r in rows] + [""]
+    return (
+        [f"| {' | '.join(header)} |", "|" + "---|" * len(header)]
+        + [f"| {' | '.join(map(str, r))} |" for r in rows]
+        + [""]
+    )
 
 
 def _backends(d):
@@ -62,8 +67,15 @@ def _sides(entries, ref, keep=lambda entry: True, ref_of=None):
             continue
         r = ref_of(e) if ref_of else e["stats"].get(ref, {}).get("median_ms")
         for name, s in e["stats"].items():
-            rows.append((*label, name, _cell(s), f"{s['median_ms'] / r:.2f}x"
-                         if r else "—", e.get("notes", {}).get(name, "")))
+            rows.append(
+                (
+                    *label,
+                    name,
+                    _cell(s),
+                    f"{s['median_ms'] / r:.2f}x" if r else "—",
+                    e.get("notes", {}).get(name, ""),
+                )
+            )
         rows += [(*label, name, "fails", "—", f"`{err}`") for name, err in e["errors"].items()]
     return rows
 
@@ -71,80 +83,140 @@ def _sides(entries, ref, keep=lambda entry: True, ref_of=None):
 def render(raw, goal_rows):
     m, step, fit = raw["machine"], raw.get("step", {}), raw.get("fit", {})
     mem = raw.get("memory", {})
-    versions = sorted({str(p.get("code_version", "?")) for sec in (step, fit)
-                       for p in sec.values()})
-    L = ["# keras-lazyadam benchmark results\n",
-         f"Machine: {m.get('cpu', '?')}, {m['cores']} cores, {m.get('memory_gb', '?')} GB RAM; "
-         f"{m['platform']}; Python {m['python']}; "
-         + ", ".join(f"{k} {v}" for k, v in m["versions"].items()) + ".  \n"
-         f"Run: {raw.get('date', '?')}, `python benchmarks/run_all.py"
-         f"{' --quick' if raw.get('quick') else ''}`, threads: {raw.get('threads')}, load "
-         f"average {_load(raw.get('load_start'))} at start, {_load(raw.get('load_end'))} at end "
-         "(a shared machine).  \nMedians in ms (min–max) over interleaved repeats; every "
-         "comparison ran in one process (the anchor: alternating processes). Ratios are "
-         f"medians over medians. keras_lazyadam commit: {', '.join(versions)}.\n",
-         "## Goals (checked, never asserted)\n"]
+    versions = sorted(
+        {str(p.get("code_version", "?")) for sec in (step, fit) for p in sec.values()}
+    )
+    L = [
+        "# keras-lazyadam benchmark results\n",
+        f"Machine: {m.get('cpu', '?')}, {m['cores']} cores, {m.get('memory_gb', '?')} GB RAM; "
+        f"{m['platform']}; Python {m['python']}; "
+        + ", ".join(f"{k} {v}" for k, v in m["versions"].items())
+        + ".  \n"
+        f"Run: {raw.get('date', '?')}, `python benchmarks/run_all.py"
+        f"{' --quick' if raw.get('quick') else ''}`, threads: {raw.get('threads')}, load "
+        f"average {_load(raw.get('load_start'))} at start, {_load(raw.get('load_end'))} at end "
+        "(a shared machine).  \nMedians in ms (min–max) over interleaved repeats; every "
+        "comparison ran in one process (the anchor: alternating processes). Ratios are "
+        f"medians over medians. keras_lazyadam commit: {', '.join(versions)}.\n",
+        "## Goals (checked, never asserted)\n",
+    ]
     L += _table(["goal", "measured", "verdict"], [(g, x, f"**{v}**") for g, x, v in goal_rows])
     if step:
-        L.append("## (a) Optimizer step, sparse gradient\n\n1,000,000 × 64 float32 table; "
-                 "Zipf ids (a=1.2, duplicates kept: coalescing is inside the timed step); "
-                 "the backend's native sparse gradient where the side takes one. Rows at "
-                 f"{cases.HEADLINE_IDS:,} (headline) and {cases.LARGE_IDS:,} ids; all sizes "
-                 "in the plot.\n")
-        entries = [((b, f"{e['ids']} → {e['unique']}"), e) for b in _backends(step)
-                   for e in step[b]["sparse"]]
-        L += _table(["backend", "ids → rows", "side", "step ms", "time / LazyAdam", "note"],
-                    _sides(entries, "LazyAdam", lambda e: e["ids"] in (cases.HEADLINE_IDS,
-                                                                       cases.LARGE_IDS)))
+        L.append(
+            "## (a) Optimizer step, sparse gradient\n\n1,000,000 × 64 float32 table; "
+            "Zipf ids (a=1.2, duplicates kept: coalescing is inside the timed step); "
+            "the backend's native sparse gradient where the side takes one. Rows at "
+            f"{cases.HEADLINE_IDS:,} (headline) and {cases.LARGE_IDS:,} ids; all sizes "
+            "in the plot.\n"
+        )
+        entries = [
+            ((b, f"{e['ids']} → {e['unique']}"), e)
+            for b in _backends(step)
+            for e in step[b]["sparse"]
+        ]
+        L += _table(
+            ["backend", "ids → rows", "side", "step ms", "time / LazyAdam", "note"],
+            _sides(
+                entries, "LazyAdam", lambda e: e["ids"] in (cases.HEADLINE_IDS, cases.LARGE_IDS)
+            ),
+        )
         L.append(f"![step time vs rows touched]({PNG})\n")
         L.append("## (b) Optimizer step, dense 4,096 × 4,096 kernel\n")
-        L += _table(["backend", "side", "step ms", "time / LazyAdam", "note"], _sides(
-            [((b,), step[b]["dense"]) for b in _backends(step) if step[b].get("dense")],
-            "LazyAdam"))
+        L += _table(
+            ["backend", "side", "step ms", "time / LazyAdam", "note"],
+            _sides(
+                [((b,), step[b]["dense"]) for b in _backends(step) if step[b].get("dense")],
+                "LazyAdam",
+            ),
+        )
     if fit:
-        L.append("## (c) model.fit per-step time, recommender\n\nEmbedding 1,000,000 × 64 "
-                 "→ mean of 8 ids → Dense 64 → Dense 1, batch 1,024 × 8 Zipf ids; gaps "
-                 "between `on_train_batch_end` calls; Keras SGD is the floor.\n")
-        L += _table(["backend", "side", "step ms", "time / Keras Adam", "note"], _sides(
-            [((FIT_LABEL.get(k, k),), fit[k]) for k in sorted(fit)], "Keras Adam + Embedding"))
+        L.append(
+            "## (c) model.fit per-step time, recommender\n\nEmbedding 1,000,000 × 64 "
+            "→ mean of 8 ids → Dense 64 → Dense 1, batch 1,024 × 8 Zipf ids; gaps "
+            "between `on_train_batch_end` calls; Keras SGD is the floor.\n"
+        )
+        L += _table(
+            ["backend", "side", "step ms", "time / Keras Adam", "note"],
+            _sides(
+                [((FIT_LABEL.get(k, k),), fit[k]) for k in sorted(fit)], "Keras Adam + Embedding"
+            ),
+        )
     anchor = _anchor(raw)
     if anchor:
-        L.append(f"## (d) Anchor: tfa (TF 2.15) vs LazyAdam (Keras 3, TF backend)\n\n"
-                 f"`benchmarks/anchor.py`: {anchor['rounds']} rounds of alternating "
-                 "processes; median of the per-process medians (min–max of them); "
-                 f"load per round {', '.join(_load(x[:1]) for x in anchor['load_per_round'])}.\n")
-        L += _table(["kind", "side", "ms", "time / tfa", "note"], _sides(
-            [((k,), {"stats": anchor["stats"][k], "errors": {}}) for k in ("step", "fit")],
-            None, ref_of=lambda e: min(v["median_ms"] for n, v in e["stats"].items()
-                                       if n.startswith("tfa"))))
+        L.append(
+            f"## (d) Anchor: tfa (TF 2.15) vs LazyAdam (Keras 3, TF backend)\n\n"
+            f"`benchmarks/anchor.py`: {anchor['rounds']} rounds of alternating "
+            "processes; median of the per-process medians (min–max of them); "
+            f"load per round {', '.join(_load(x[:1]) for x in anchor['load_per_round'])}.\n"
+        )
+        L += _table(
+            ["kind", "side", "ms", "time / tfa", "note"],
+            _sides(
+                [((k,), {"stats": anchor["stats"][k], "errors": {}}) for k in ("step", "fit")],
+                None,
+                ref_of=lambda e: min(
+                    v["median_ms"] for n, v in e["stats"].items() if n.startswith("tfa")
+                ),
+            ),
+        )
     if step:
         bw = raw.get("bandwidth", {})
-        L.append("## (e) Bandwidth and memory\n\nA lazy step on k unique rows moves at least "
-                 "7·k·D·4 bytes (read var, m, v, gradient row; write var, m, v). numpy on this "
-                 f"machine: streaming copy {bw.get('stream_gbs', float('nan')):.1f} GB/s, random "
-                 f"256-byte rows {bw.get('random_row_gbs', float('nan')):.1f} GB/s.\n")
+        L.append(
+            "## (e) Bandwidth and memory\n\nA lazy step on k unique rows moves at least "
+            "7·k·D·4 bytes (read var, m, v, gradient row; write var, m, v). numpy on this "
+            f"machine: streaming copy {bw.get('stream_gbs', float('nan')):.1f} GB/s, random "
+            f"256-byte rows {bw.get('random_row_gbs', float('nan')):.1f} GB/s.\n"
+        )
         rows = []
         for b in _backends(step):
             for e in step[b]["sparse"]:
                 if e["ids"] != cases.HEADLINE_IDS:
                     continue
                 nbytes = common.sparse_traffic_bytes(e["unique"])
-                rows += [(b, n, e["unique"], f"{nbytes / 1e6:.2f} MB", f"{s['median_ms']:.3f}",
-                          f"{nbytes / s['median_ms'] / 1e6:.2f}",
-                          f"{nbytes / bw.get('stream_gbs', float('nan')) / 1e6:.3f}")
-                         for n, s in e["stats"].items() if "Keras" not in n and "fused" not in n]
-        L += _table(["backend", "side", "k", "bytes", "step ms", "achieved GB/s",
-                     "bound ms (stream)"], rows)
+                rows += [
+                    (
+                        b,
+                        n,
+                        e["unique"],
+                        f"{nbytes / 1e6:.2f} MB",
+                        f"{s['median_ms']:.3f}",
+                        f"{nbytes / s['median_ms'] / 1e6:.2f}",
+                        f"{nbytes / bw.get('stream_gbs', float('nan')) / 1e6:.3f}",
+                    )
+                    for n, s in e["stats"].items()
+                    if "Keras" not in n and "fused" not in n
+                ]
+        L += _table(
+            ["backend", "side", "k", "bytes", "step ms", "achieved GB/s", "bound ms (stream)"], rows
+        )
     if mem:
-        L.append("Peak memory of one step (`bench_memory.py`, one case per fresh process): "
-                 "VmHWM − VmRSS over 10 steady steps after 3 warm-up steps; a table-sized "
-                 "temporary (244 MiB) would show.\n")
-        L += _table(["backend", "case", "steady peak (MiB)", "RSS growth (MiB)",
-                     "warm-up peak (MiB)", "table-sized temporary?"],
-                    [(b, c, f"{r['steady_peak_delta_mb']:.1f}", f"{r['steady_rss_growth_mb']:.1f}",
-                      f"{r['warmup_peak_delta_mb']:.1f}",
-                      "yes" if r["steady_peak_delta_mb"] >= 0.9 * r["table_mb"] else "no")
-                     for b in _backends(mem) for c, r in mem[b].items()])
+        L.append(
+            "Peak memory of one step (`bench_memory.py`, one case per fresh process): "
+            "VmHWM − VmRSS over 10 steady steps after 3 warm-up steps; a table-sized "
+            "temporary (244 MiB) would show.\n"
+        )
+        L += _table(
+            [
+                "backend",
+                "case",
+                "steady peak (MiB)",
+                "RSS growth (MiB)",
+                "warm-up peak (MiB)",
+                "table-sized temporary?",
+            ],
+            [
+                (
+                    b,
+                    c,
+                    f"{r['steady_peak_delta_mb']:.1f}",
+                    f"{r['steady_rss_growth_mb']:.1f}",
+                    f"{r['warmup_peak_delta_mb']:.1f}",
+                    "yes" if r["steady_peak_delta_mb"] >= 0.9 * r["table_mb"] else "no",
+                )
+                for b in _backends(mem)
+                for c, r in mem[b].items()
+            ],
+        )
     L.append("Reproduce: see `benchmarks/README.md`.\n")
     return L
 
@@ -164,8 +236,9 @@ def plot(raw, path):
     if not backends:
         return
     bw = raw.get("bandwidth", {}).get("stream_gbs")
-    fig, axes = plt.subplots(1, len(backends), figsize=(5.2 * len(backends), 4.4),
-                             sharey=True, squeeze=False)
+    fig, axes = plt.subplots(
+        1, len(backends), figsize=(5.2 * len(backends), 4.4), sharey=True, squeeze=False
+    )
     for ax, b in zip(axes[0], backends):
         series = {}
         for e in step[b]["sparse"]:
@@ -174,21 +247,42 @@ def plot(raw, path):
         for name, pts in series.items():
             pts.sort(key=lambda p: p[0])
             ys = [p[1]["median_ms"] for p in pts]
-            err = [[y - p[1]["min_ms"] for y, p in zip(ys, pts)],
-                   [p[1]["max_ms"] - y for y, p in zip(ys, pts)]]
-            ax.errorbar([p[0] for p in pts], ys, yerr=err, label=name, marker="o",
-                        capsize=2, linewidth=2.2 if name == "LazyAdam" else 1.3)
+            err = [
+                [y - p[1]["min_ms"] for y, p in zip(ys, pts)],
+                [p[1]["max_ms"] - y for y, p in zip(ys, pts)],
+            ]
+            ax.errorbar(
+                [p[0] for p in pts],
+                ys,
+                yerr=err,
+                label=name,
+                marker="o",
+                capsize=2,
+                linewidth=2.2 if name == "LazyAdam" else 1.3,
+            )
         if bw:
             ks = sorted({e["unique"] for e in step[b]["sparse"]})
-            ax.plot(ks, [common.sparse_traffic_bytes(k) / (bw * 1e6) for k in ks], "k--",
-                    linewidth=1, label="traffic bound (7·k·D·4 B at stream BW)")
-        ax.set(xscale="log", yscale="log", title=f"{b}: 1M × 64 table, sparse gradient",
-               xlabel="unique rows touched per step")
+            ax.plot(
+                ks,
+                [common.sparse_traffic_bytes(k) / (bw * 1e6) for k in ks],
+                "k--",
+                linewidth=1,
+                label="traffic bound (7·k·D·4 B at stream BW)",
+            )
+        ax.set(
+            xscale="log",
+            yscale="log",
+            title=f"{b}: 1M × 64 table, sparse gradient",
+            xlabel="unique rows touched per step",
+        )
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=7)
     axes[0][0].set_ylabel("optimizer step time, ms (median, min–max)")
-    fig.suptitle(f"keras-lazyadam: step time vs rows touched ({raw['machine'].get('cpu', '?')}, "
-                 f"{raw.get('date', '')})", fontsize=9)
+    fig.suptitle(
+        f"keras-lazyadam: step time vs rows touched ({raw['machine'].get('cpu', '?')}, "
+        f"{raw.get('date', '')})",
+        fontsize=9,
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -27,8 +27,14 @@ import common  # noqa: E402
 def run(cmd, out):
     """Runs one benchmark process, echoing its output; its JSON or None."""
     print("$ " + " ".join(cmd[1:]), flush=True)
-    proc = subprocess.run(cmd + ["--out", out], cwd=common.ROOT, capture_output=True,
-                          text=True, timeout=1800, check=False)
+    proc = subprocess.run(
+        cmd + ["--out", out],
+        cwd=common.ROOT,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+        check=False,
+    )
     print("\n".join(ln for ln in proc.stdout.splitlines() if ln.strip()), flush=True)
     with open(out.replace(".json", ".log"), "w") as f:
         f.write(proc.stdout + "\n--- stderr ---\n" + proc.stderr)
@@ -80,24 +86,33 @@ def main(argv=None):
     t_start = time.time()
     for part in ("step", "fit", "memory"):
         raw.setdefault(part, {})
-    raw.update(machine=common.machine_info(), quick=args.quick, load_start=common.load_avg(),
-               threads=args.threads or "framework default",
-               date=datetime.datetime.now().strftime("%Y-%m-%d %H:%M"))
+    raw.update(
+        machine=common.machine_info(),
+        quick=args.quick,
+        load_start=common.load_avg(),
+        threads=args.threads or "framework default",
+        date=datetime.datetime.now().strftime("%Y-%m-%d %H:%M"),
+    )
     print(f"machine: {raw['machine']}\nload average: {raw['load_start']}")
     raw["bandwidth"] = machine_bandwidth()
     print(f"numpy bandwidth: {raw['bandwidth']}", flush=True)
     py, quick = sys.executable, ["--quick"] if args.quick else []
     for b in args.backends:
         if not args.skip_step:
-            res = run([py, f"{HERE}/bench_step.py", "--backend", b] + quick,
-                      os.path.join(common.RAW, f"step_{b}.json"))
+            res = run(
+                [py, f"{HERE}/bench_step.py", "--backend", b] + quick,
+                os.path.join(common.RAW, f"step_{b}.json"),
+            )
             if res:
                 raw["step"][b] = res
-        for jit in ([] if args.skip_fit else ["0", "1"] if b == "tensorflow" else [None]):
+        for jit in [] if args.skip_fit else ["0", "1"] if b == "tensorflow" else [None]:
             key = b if jit is None else f"{b}-jit{jit}"
-            res = run([py, f"{HERE}/bench_fit.py", "--backend", b] + quick
-                      + (["--jit-compile", jit] if jit else []),
-                      os.path.join(common.RAW, f"fit_{key}.json"))
+            res = run(
+                [py, f"{HERE}/bench_fit.py", "--backend", b]
+                + quick
+                + (["--jit-compile", jit] if jit else []),
+                os.path.join(common.RAW, f"fit_{key}.json"),
+            )
             if res:
                 raw["fit"][key] = res
         if not args.skip_memory:
@@ -105,8 +120,10 @@ def main(argv=None):
             for name, case in cases.select(cases.SPARSE, b).items():
                 if case.memory:
                     slug = "".join(c for c in name.replace(" ", "_") if c not in "(),")
-                    res = run([py, f"{HERE}/bench_memory.py", "--backend", b, "--case", name],
-                              os.path.join(common.RAW, f"memory_{b}_{slug}.json"))
+                    res = run(
+                        [py, f"{HERE}/bench_memory.py", "--backend", b, "--case", name],
+                        os.path.join(common.RAW, f"memory_{b}_{slug}.json"),
+                    )
                     if res:
                         raw["memory"][b][name] = res
         common.write_json(raw_path, raw)

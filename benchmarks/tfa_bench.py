@@ -18,7 +18,10 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import common  # noqa: E402
-from cases import EPS, HEADLINE_IDS, LR, initial_table  # noqa: E402
+from cases import EPS  # noqa: E402
+from cases import HEADLINE_IDS  # noqa: E402
+from cases import LR  # noqa: E402
+from cases import initial_table  # noqa: E402
 
 
 def main(argv=None):
@@ -26,8 +29,11 @@ def main(argv=None):
     parser.add_argument("kind", choices=["step", "fit"])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--rounds", type=int)
-    parser.add_argument("--data", help="npz of ids, values, x, y (anchor.py writes it "
-                        "with the main env's numpy: numpy<2 draws other Zipf ids)")
+    parser.add_argument(
+        "--data",
+        help="npz of ids, values, x, y (anchor.py writes it "
+        "with the main env's numpy: numpy<2 draws other Zipf ids)",
+    )
     parser.add_argument("--out")
     args = parser.parse_args(argv)
     import numpy as np
@@ -41,8 +47,9 @@ def main(argv=None):
         shape = (common.ROWS, common.DIM)
         var = tf.Variable(initial_table(shape))
         opt = tfa.optimizers.LazyAdam(learning_rate=LR, epsilon=EPS)
-        ids, values = ((data["ids"], data["values"]) if args.data
-                       else common.sparse_batch(HEADLINE_IDS))
+        ids, values = (
+            (data["ids"], data["values"]) if args.data else common.sparse_batch(HEADLINE_IDS)
+        )
         g = tf.IndexedSlices(tf.constant(values), tf.constant(ids), tf.constant(shape, tf.int64))
 
         @tf.function
@@ -51,13 +58,16 @@ def main(argv=None):
 
         step(g)
         print(f"  {len(ids)} ids -> {len(np.unique(ids))} unique rows")
-        stats = common.interleaved({name: lambda: step(g)},
-                                   **common.step_timing(True, args.quick))
+        stats = common.interleaved({name: lambda: step(g)}, **common.step_timing(True, args.quick))
     else:
         name = "tfa LazyAdam + Embedding"
         x, y = (data["x"], data["y"]) if args.data else common.fit_data(5 if args.quick else 8)
-        model = common.recommender(tf.keras, tfa.optimizers.LazyAdam(LR, epsilon=EPS),
-                                   tf.keras.layers.Embedding, jit_compile=False)
+        model = common.recommender(
+            tf.keras,
+            tfa.optimizers.LazyAdam(LR, epsilon=EPS),
+            tf.keras.layers.Embedding,
+            jit_compile=False,
+        )
         common.fit_step_times(tf.keras, model, x[: 3 * common.BATCH], y[: 3 * common.BATCH])
         samples = []
         for _ in range(args.rounds or (2 if args.quick else 3)):
@@ -65,8 +75,10 @@ def main(argv=None):
         stats = {name: common.summarize(samples)}
     common.print_table(f"[tf {tf.__version__}, tfa {tfa.__version__}] {args.kind}", stats)
     if args.out:
-        common.write_json(args.out, {"kind": args.kind, "stats": stats,
-                                     "versions": common.machine_info()["versions"]})
+        common.write_json(
+            args.out,
+            {"kind": args.kind, "stats": stats, "versions": common.machine_info()["versions"]},
+        )
 
 
 if __name__ == "__main__":

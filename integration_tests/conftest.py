@@ -23,7 +23,6 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 import keras_lazyadam  # noqa: E402
-from keras_lazyadam import LazyAdam  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)

@@ -49,16 +49,19 @@ print("{{}}")
 def _fit(model, callbacks=()):
     x, y = make_data(STEPS * BATCH)
     return model.fit(
-        x, y, batch_size=BATCH, epochs=EPOCHS, shuffle=False, verbose=0,
+        x,
+        y,
+        batch_size=BATCH,
+        epochs=EPOCHS,
+        shuffle=False,
+        verbose=0,
         callbacks=list(callbacks),
     )
 
 
 def test_killed_fit_resumes_to_the_uninterrupted_weights(tmp_path):
     backup = tmp_path / "backup"
-    code = SCRIPT.format(
-        here=HERE, kill_at=KILL_AT, steps=STEPS, backup=str(backup), epochs=EPOCHS
-    )
+    code = SCRIPT.format(here=HERE, kill_at=KILL_AT, steps=STEPS, backup=str(backup), epochs=EPOCHS)
     proc = run_python(code, BACKEND, cwd=tmp_path, check=False)
     assert proc.returncode == -9, proc.stderr[-3000:]  # really killed
     assert backup.exists() and any(backup.iterdir())
@@ -75,8 +78,6 @@ def test_killed_fit_resumes_to_the_uninterrupted_weights(tmp_path):
     assert history.epoch == [1, 2]  # resumed in the killed epoch, not before
     for a, b in zip(resumed.get_weights(), straight.get_weights()):
         np.testing.assert_array_equal(a, b)
-    for a, b in zip(
-        optimizer_state(resumed.optimizer), optimizer_state(straight.optimizer)
-    ):
+    for a, b in zip(optimizer_state(resumed.optimizer), optimizer_state(straight.optimizer)):
         np.testing.assert_array_equal(a, b)
     assert not backup.exists()  # deleted once training finished

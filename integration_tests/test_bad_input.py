@@ -181,14 +181,18 @@ def test_wrong_gradient_shape_or_dtype_raises_before_any_write(bad, match, mode)
     before = _state(optimizer, [a, b])
     good = np.full((5, 3), 0.25, "float32")  # would change `a` if applied
     with pytest.raises(ValueError, match=match):
-        _apply(optimizer, [keras.ops.convert_to_tensor(good), keras.ops.convert_to_tensor(bad)], [a, b], mode == "compiled")
+        _apply(
+            optimizer,
+            [keras.ops.convert_to_tensor(good), keras.ops.convert_to_tensor(bad)],
+            [a, b],
+            mode == "compiled",
+        )
     _assert_state(optimizer, [a, b], before)
 
 
 @pytest.mark.parametrize(
     "mode",
-    ["eager"]
-    + (["compiled"] if BACKEND != "torch" else []),
+    ["eager"] + (["compiled"] if BACKEND != "torch" else []),
 )
 @pytest.mark.parametrize("row", [6, -1], ids=["too-large", "negative"])
 def test_sparse_gradient_with_bad_rows(row, mode):

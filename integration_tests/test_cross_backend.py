@@ -9,7 +9,6 @@ Each backend runs in its own subprocess.
 
 import importlib.util
 import itertools
-import json
 
 import numpy as np
 import pytest
@@ -57,7 +56,9 @@ else:
         out[source] = {{
             "class": type(model.optimizer).__name__,
             "paths": sorted(mine) == sorted(saved),
-            "mismatch": sorted(k for k in saved if k not in mine or not np.array_equal(mine[k], saved[k])),
+            "mismatch": sorted(
+                k for k in saved if k not in mine or not np.array_equal(mine[k], saved[k])
+            ),
             "iterations": int(to_numpy(model.optimizer.iterations)),
             "slots": model.optimizer.get_slot_names(),
         }}

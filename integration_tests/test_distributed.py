@@ -13,10 +13,10 @@ leave the rows the data never uses untouched.
 torch has no multi-device engine in Keras 3: nothing to test there.
 """
 
+import keras
 import numpy as np
 import pytest
 
-import keras
 from conftest import BACKEND
 from conftest import BATCH
 from conftest import HERE

@@ -71,14 +71,12 @@ def test_installed_wheel_with_exactly_one_backend_trains(tmp_path):
     assert out["registered"] == "keras_lazyadam>LazyAdam"
     assert out["optimizer"] == "LazyAdam"
     losses = out["losses"]
-    assert all(l == l and abs(l) < 1e6 for l in losses)  # finite
+    assert all(x == x and abs(x) < 1e6 for x in losses)  # finite
     assert losses[-1] < losses[0]
     assert out["used_changed"] and out["unused_same"]
 
 
-@pytest.mark.skipif(
-    not ISOLATED, reason="needs the installed wheel (tox -e <backend>)"
-)
+@pytest.mark.skipif(not ISOLATED, reason="needs the installed wheel (tox -e <backend>)")
 def test_console_scripts_of_the_wheel_resolve(tmp_path):
     code = """
     import importlib.metadata, json

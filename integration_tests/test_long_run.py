@@ -20,9 +20,7 @@ def _run(optimizer, x, y):
     model = embedding_model()
     model.compile(optimizer=optimizer, loss="mse")
     start = model.evaluate(x, y, batch_size=1024, verbose=0)
-    history = model.fit(
-        x, y, batch_size=BATCH, epochs=EPOCHS, shuffle=False, verbose=0
-    )
+    history = model.fit(x, y, batch_size=BATCH, epochs=EPOCHS, shuffle=False, verbose=0)
     end = model.evaluate(x, y, batch_size=1024, verbose=0)
     return model, start, end, history.history["loss"]
 

@@ -7,11 +7,10 @@ import keras
 import numpy as np
 import pytest
 
-from conftest import BACKEND
 from conftest import BATCH
-from conftest import Embedding
 from conftest import ROWS
 from conftest import USED
+from conftest import Embedding
 from conftest import embedding_model
 from conftest import inner_optimizer
 from conftest import make_data

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from conftest import BATCH
-from conftest import USED
 from conftest import ROWS
+from conftest import USED
 from conftest import Embedding
 from conftest import embedding_model
 from conftest import make_data
@@ -64,9 +64,7 @@ def test_save_load_continue_equals_uninterrupted(case, tmp_path):
     loaded.fit(x, y, epochs=2, **fit)
     for a, b in zip(loaded.get_weights(), straight.get_weights()):
         np.testing.assert_array_equal(a, b)
-    for a, b in zip(
-        optimizer_state(loaded.optimizer), optimizer_state(straight.optimizer)
-    ):
+    for a, b in zip(optimizer_state(loaded.optimizer), optimizer_state(straight.optimizer)):
         np.testing.assert_array_equal(a, b)
     # Still lazy after the reload: rows the data never uses are untouched.
     unused = np.arange(USED, ROWS)

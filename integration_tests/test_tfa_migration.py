@@ -7,7 +7,6 @@ step. Here tfa's state half-way through two runs becomes a tfa
 continues the recorded gradients to tfa's final state.
 """
 
-import json
 import os
 
 import keras
@@ -73,9 +72,7 @@ def test_tfa_state_loads_and_training_continues_as_tfa():
         assert float(case["lr"]) == TFA_CONFIG["learning_rate"]
         assert float(case["beta_1"]) == TFA_CONFIG["beta_1"]
     t = STOP - 1  # the last step tfa took before the export
-    variables = [
-        keras.Variable(case["var"][t], name=f"v{i}") for i, case in enumerate(cases)
-    ]
+    variables = [keras.Variable(case["var"][t], name=f"v{i}") for i, case in enumerate(cases)]
     # tfa's get_weights(): [iterations, a/m, e/m, a/v, e/v].
     tfa_weights = (
         [np.array(STOP, np.int64)]
@@ -100,7 +97,10 @@ def test_tfa_state_loads_and_training_continues_as_tfa():
                 (optimizer.get_slot(variable, "v"), "v"),
             ):
                 np.testing.assert_allclose(
-                    to_numpy(got), case[key][step], rtol=1e-5, atol=1e-6,
+                    to_numpy(got),
+                    case[key][step],
+                    rtol=1e-5,
+                    atol=1e-6,
                     err_msg=f"step {step}, {key}",
                 )
     assert int(to_numpy(optimizer.iterations)) == STEPS
@@ -117,7 +117,9 @@ def test_amsgrad_lists_put_vhat_in_place():
     assert int(to_numpy(optimizer.iterations)) == 42
     for s, slot in enumerate(("m", "v", "vhat")):
         for i, var in enumerate((a, b)):
-            np.testing.assert_array_equal(to_numpy(optimizer.get_slot(var, slot)), arrays[2 * s + i])
+            np.testing.assert_array_equal(
+                to_numpy(optimizer.get_slot(var, slot)), arrays[2 * s + i]
+            )
 
 
 def test_mismatched_lists_raise_before_writing_anything():

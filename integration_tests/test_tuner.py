@@ -4,10 +4,10 @@ with its LazyAdam and its trained weights."""
 
 import os
 
+import keras
 import numpy as np
 import pytest
 
-import keras
 from conftest import BATCH
 from conftest import embedding_model
 from conftest import make_data
@@ -37,12 +37,22 @@ def build(hp):
 
 TUNERS = {
     "random": lambda d: kt.RandomSearch(
-        build, objective="val_loss", max_trials=3, seed=1, directory=d,
+        build,
+        objective="val_loss",
+        max_trials=3,
+        seed=1,
+        directory=d,
         project_name="random",
     ),
     "hyperband": lambda d: kt.Hyperband(
-        build, objective="val_loss", max_epochs=3, factor=3, hyperband_iterations=1,
-        seed=1, directory=d, project_name="hyperband",
+        build,
+        objective="val_loss",
+        max_epochs=3,
+        factor=3,
+        hyperband_iterations=1,
+        seed=1,
+        directory=d,
+        project_name="hyperband",
     ),
 }
 
@@ -56,13 +66,25 @@ def test_sweep_completes_and_best_model_reloads(kind, tmp_path):
     trials = tuner.oracle.get_best_trials(num_trials=100)
     assert len(trials) >= 2
     assert all(t.status == "COMPLETED" for t in trials)
-    assert len({(t.hyperparameters.get("learning_rate"), t.hyperparameters.get("beta_1")) for t in trials}) >= 2
+    assert (
+        len(
+            {
+                (t.hyperparameters.get("learning_rate"), t.hyperparameters.get("beta_1"))
+                for t in trials
+            }
+        )
+        >= 2
+    )
 
     best_hp = tuner.get_best_hyperparameters(1)[0]
     best = tuner.get_best_models(1)[0]
     opt = best.optimizer
     assert isinstance(opt, LazyAdam)
-    np.testing.assert_allclose(float(keras.ops.convert_to_numpy(opt.learning_rate)), best_hp.get("learning_rate"), rtol=1e-6)
+    np.testing.assert_allclose(
+        float(keras.ops.convert_to_numpy(opt.learning_rate)),
+        best_hp.get("learning_rate"),
+        rtol=1e-6,
+    )
     assert opt.beta_1 == pytest.approx(best_hp.get("beta_1"))
     # The reloaded weights are the trained ones: they score the trial's score.
     score = best.evaluate(xv, yv, batch_size=BATCH, verbose=0)

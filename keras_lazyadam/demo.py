@@ -64,18 +64,14 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     keras.utils.set_random_seed(args.seed)
-    (user, item), label = make_data(
-        args.users, args.items, args.examples, 4, args.seed
-    )
+    (user, item), label = make_data(args.users, args.items, args.examples, 4, args.seed)
     model = make_model(args.users, args.items, args.dim)
     model.compile(
         optimizer=LazyAdam(learning_rate=0.003),
         loss="binary_crossentropy",
         metrics=["accuracy"],
     )
-    initial_items = keras.ops.convert_to_numpy(
-        model.get_layer("item_table").embeddings
-    )
+    initial_items = keras.ops.convert_to_numpy(model.get_layer("item_table").embeddings)
     print(
         f"keras {keras.__version__}, backend {keras.backend.backend()}: "
         f"user table {args.users:,} x {args.dim}, item table {args.items:,} x "
@@ -113,9 +109,7 @@ def main(argv=None):
     final = table_state(model, "item_table")
     present = np.zeros(args.items, bool)
     present[np.unique(item[batch])] = True
-    absent_same = all(
-        np.array_equal(a[~present], b[~present]) for a, b in zip(final, after)
-    )
+    absent_same = all(np.array_equal(a[~present], b[~present]) for a, b in zip(final, after))
     moved = int(np.any(final[0][present] != after[0][present], axis=1).sum())
     print(
         f"one more step: {present.sum():,} rows present ({moved:,} moved), "

@@ -38,7 +38,5 @@ class LazyEmbedding(keras.layers.Embedding):
         # As `keras.layers.Embedding` (through `ops.take`): -1 is the last row.
         inputs = ops.where(inputs < 0, inputs + self.input_dim, inputs)
         table = self.embeddings
-        outputs = backend.embedding_lookup(
-            table, inputs, sparse=marks.takes_sparse(table)
-        )
+        outputs = backend.embedding_lookup(table, inputs, sparse=marks.takes_sparse(table))
         return ops.cast(outputs, dtype=self.compute_dtype)

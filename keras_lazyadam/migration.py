@@ -65,8 +65,7 @@ def load_tfa_weights(optimizer, weights, var_list):
     """
     if not isinstance(optimizer, LazyAdam):
         raise ValueError(
-            "`optimizer` must be a keras_lazyadam.LazyAdam. "
-            f"Received: {type(optimizer).__name__}"
+            f"`optimizer` must be a keras_lazyadam.LazyAdam. Received: {type(optimizer).__name__}"
         )
     var_list = list(var_list)
     weights = [np.asarray(w) for w in weights]

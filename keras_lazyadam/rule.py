@@ -8,7 +8,6 @@ from the same `Hyperparameters`.
 
 from typing import Any
 from typing import NamedTuple
-from typing import Optional
 
 from keras import ops
 
@@ -21,7 +20,7 @@ class Hyperparameters(NamedTuple):
     beta_2: Any
     epsilon: Any
     step: Any  # t = iterations + 1, the global step of the bias correction
-    weight_decay_rate: Optional[Any]  # learning_rate * weight_decay, or None
+    weight_decay_rate: Any | None  # learning_rate * weight_decay, or None
     amsgrad: bool
 
     @property
@@ -41,7 +40,7 @@ class State(NamedTuple):
     var: Any
     m: Any
     v: Any
-    vhat: Optional[Any] = None  # the running max of `v` with amsgrad
+    vhat: Any | None = None  # the running max of `v` with amsgrad
 
     def cast(self, dtype):
         return State(*(None if x is None else ops.cast(x, dtype) for x in self))

@@ -56,9 +56,7 @@ class SparseRows:
         """
         first_row = ops.sum(self.indices[:1])  # 0 when there are no rows
         rows = ops.full_like(self.indices, first_row)
-        return ops.scatter_update(
-            rows, ops.expand_dims(self.segments, -1), self.indices
-        )
+        return ops.scatter_update(rows, ops.expand_dims(self.segments, -1), self.indices)
 
     def row_slices(self):
         """`(indices, values)`: an uncoalesced form of the same gradient."""

@@ -66,8 +66,7 @@ class TfaOptimizerAPI:
             )
         if not self.built:
             raise ValueError(
-                "The optimizer has no slots yet: call `build(var_list)` or "
-                "apply gradients first."
+                "The optimizer has no slots yet: call `build(var_list)` or apply gradients first."
             )
         key = upstream.var_key(self, var)
         if (key, slot_name) in self._extra_slots:
@@ -98,9 +97,7 @@ class TfaOptimizerAPI:
     def add_weight(self, name, shape, dtype=None, initializer="zeros", **kwargs):
         """tfa's `add_weight`: an optimizer variable (never trainable)."""
         if kwargs.get("trainable"):
-            raise ValueError(
-                "Optimizer weights cannot be trainable. Received: trainable=True"
-            )
+            raise ValueError("Optimizer weights cannot be trainable. Received: trainable=True")
         return self.add_variable(shape, initializer=initializer, dtype=dtype, name=name)
 
     def get_weights(self):

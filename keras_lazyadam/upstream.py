@@ -37,8 +37,7 @@ PRIVATE_APIS = {
         "sees that and then hands its tables dense gradients, since the "
         "loss-scaling checks do not take torch's sparse tensors"
     ),
-    ("keras.src.backend.tensorflow.optimizer.TFOptimizer",
-     "_all_reduce_sum_gradients"): (
+    ("keras.src.backend.tensorflow.optimizer.TFOptimizer", "_all_reduce_sum_gradients"): (
         "overridden on TensorFlow: the cross-replica sum under "
         "tf.distribute, which knows only tensors and IndexedSlices"
     ),

@@ -54,9 +54,7 @@ def _as_float(name, value):
 
 
 def learning_rate(value):
-    if isinstance(
-        value, keras.optimizers.schedules.LearningRateSchedule
-    ) or callable(value):
+    if isinstance(value, keras.optimizers.schedules.LearningRateSchedule) or callable(value):
         return value
     return non_negative("learning_rate", value)
 
@@ -85,7 +83,5 @@ def optional_non_negative(name, value):
 
 def boolean(name, value):
     if not isinstance(value, bool):
-        raise ValueError(
-            f"`{name}` must be a bool (True or False). Received: {name}={value!r}"
-        )
+        raise ValueError(f"`{name}` must be a bool (True or False). Received: {name}={value!r}")
     return value

@@ -66,9 +66,7 @@ class Stepper:
             )
 
             def step(g):
-                t, o = fn(
-                    [v.value for v in optimizer.variables], [variable.value], g
-                )
+                t, o = fn([v.value for v in optimizer.variables], [variable.value], g)
                 variable.assign(t[0])
                 for ref, value in zip(optimizer.variables, o):
                     ref.assign(value)

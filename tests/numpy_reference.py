@@ -4,9 +4,18 @@ import numpy as np
 
 
 class NumpyLazyAdam:
-    def __init__(self, shape, dtype, lr=0.001, beta_1=0.9, beta_2=0.999,
-                 epsilon=1e-7, amsgrad=False, skip_zero_rows=True,
-                 weight_decay=None):
+    def __init__(
+        self,
+        shape,
+        dtype,
+        lr=0.001,
+        beta_1=0.9,
+        beta_2=0.999,
+        epsilon=1e-7,
+        amsgrad=False,
+        skip_zero_rows=True,
+        weight_decay=None,
+    ):
         self.m = np.zeros(shape, dtype)
         self.v = np.zeros(shape, dtype)
         self.vhat = np.zeros(shape, dtype)

@@ -1,7 +1,5 @@
 """Construction, errors, serialization, saving and tfa's optimizer API."""
 
-import warnings
-
 import keras
 import numpy as np
 import pytest
@@ -15,13 +13,37 @@ from keras_lazyadam import LazyAdam
 SHAPE = (6, 2)
 
 BAD_ARGUMENTS = [
-    dict(testcase_name="negative_lr", kwargs=dict(learning_rate=-0.1), match="`learning_rate` must be >= 0. Received: learning_rate=-0.1"),
-    dict(testcase_name="string_lr", kwargs=dict(learning_rate="fast"), match="`learning_rate` must be a float"),
-    dict(testcase_name="beta_1_one", kwargs=dict(beta_1=1.0), match=r"`beta_1` must be in \[0, 1\). Received: beta_1=1.0"),
-    dict(testcase_name="beta_2_negative", kwargs=dict(beta_2=-0.5), match=r"`beta_2` must be in \[0, 1\). Received: beta_2=-0.5"),
-    dict(testcase_name="negative_epsilon", kwargs=dict(epsilon=-1e-7), match="`epsilon` must be >= 0"),
-    dict(testcase_name="amsgrad_not_bool", kwargs=dict(amsgrad=1), match="`amsgrad` must be a bool"),
-    dict(testcase_name="skip_zero_rows_not_bool", kwargs=dict(skip_zero_rows="yes"), match="`skip_zero_rows` must be a bool"),
+    dict(
+        testcase_name="negative_lr",
+        kwargs=dict(learning_rate=-0.1),
+        match="`learning_rate` must be >= 0. Received: learning_rate=-0.1",
+    ),
+    dict(
+        testcase_name="string_lr",
+        kwargs=dict(learning_rate="fast"),
+        match="`learning_rate` must be a float",
+    ),
+    dict(
+        testcase_name="beta_1_one",
+        kwargs=dict(beta_1=1.0),
+        match=r"`beta_1` must be in \[0, 1\). Received: beta_1=1.0",
+    ),
+    dict(
+        testcase_name="beta_2_negative",
+        kwargs=dict(beta_2=-0.5),
+        match=r"`beta_2` must be in \[0, 1\). Received: beta_2=-0.5",
+    ),
+    dict(
+        testcase_name="negative_epsilon", kwargs=dict(epsilon=-1e-7), match="`epsilon` must be >= 0"
+    ),
+    dict(
+        testcase_name="amsgrad_not_bool", kwargs=dict(amsgrad=1), match="`amsgrad` must be a bool"
+    ),
+    dict(
+        testcase_name="skip_zero_rows_not_bool",
+        kwargs=dict(skip_zero_rows="yes"),
+        match="`skip_zero_rows` must be a bool",
+    ),
     dict(testcase_name="negative_decay", kwargs=dict(decay=-1.0), match="`decay` must be >= 0"),
     dict(testcase_name="unknown_keyword", kwargs=dict(momentum=0.9), match="not recognized"),
 ]
@@ -47,7 +69,17 @@ def test_scalar_tensor_hyperparameters_and_lr_alias():
 
 def test_config_round_trip():
     schedule = keras.optimizers.schedules.ExponentialDecay(0.1, 10, 0.9)
-    opt = LazyAdam(schedule, beta_1=0.8, epsilon=1e-4, amsgrad=True, skip_zero_rows=False, decay=0.01, weight_decay=0.1, global_clipnorm=2.0, name="mine")
+    opt = LazyAdam(
+        schedule,
+        beta_1=0.8,
+        epsilon=1e-4,
+        amsgrad=True,
+        skip_zero_rows=False,
+        decay=0.01,
+        weight_decay=0.1,
+        global_clipnorm=2.0,
+        name="mine",
+    )
     config = opt.get_config()
     again = LazyAdam.from_config(config)
     assert again.get_config() == config
@@ -56,7 +88,16 @@ def test_config_round_trip():
 
 
 def test_tfa_config():
-    tfa_config = {"name": "LazyAdam", "learning_rate": 0.01, "decay": 0.001, "beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-7, "amsgrad": False, "is_legacy_optimizer": True}
+    tfa_config = {
+        "name": "LazyAdam",
+        "learning_rate": 0.01,
+        "decay": 0.001,
+        "beta_1": 0.9,
+        "beta_2": 0.999,
+        "epsilon": 1e-7,
+        "amsgrad": False,
+        "is_legacy_optimizer": True,
+    }
     opt = LazyAdam.from_config(tfa_config)
     assert opt.decay == 0.001 and float(numpy(opt.learning_rate)) == pytest.approx(0.01)
     assert LazyAdam.from_config({"lr": 0.5}).get_config()["learning_rate"] == 0.5
@@ -64,14 +105,23 @@ def test_tfa_config():
 
 def _model(optimizer):
     keras.utils.set_random_seed(1)
-    model = keras.Sequential([keras.Input((3,), dtype="int32"), keras.layers.Embedding(20, 4), keras.layers.Flatten(), keras.layers.Dense(1)])
+    model = keras.Sequential(
+        [
+            keras.Input((3,), dtype="int32"),
+            keras.layers.Embedding(20, 4),
+            keras.layers.Flatten(),
+            keras.layers.Dense(1),
+        ]
+    )
     model.compile(optimizer=optimizer, loss="mse")
     return model
 
 
 def _data(seed):
     rng = np.random.default_rng(seed)
-    return rng.integers(0, 20, size=(32, 3)).astype("int32"), rng.normal(size=(32, 1)).astype("float32")
+    return rng.integers(0, 20, size=(32, 3)).astype("int32"), rng.normal(size=(32, 1)).astype(
+        "float32"
+    )
 
 
 @pytest.mark.parametrize("amsgrad", [False, True], ids=["adam", "amsgrad"])
@@ -93,7 +143,10 @@ def test_keras_file_round_trip_continues_identically(tmp_path, amsgrad):
 
 
 def _built(**kwargs):
-    variables = [keras.Variable(np.ones(SHAPE, "float32"), name="a"), keras.Variable(np.ones(2, "float32"), name="b")]
+    variables = [
+        keras.Variable(np.ones(SHAPE, "float32"), name="a"),
+        keras.Variable(np.ones(2, "float32"), name="b"),
+    ]
     opt = LazyAdam(0.1, **kwargs)
     opt.build(variables)
     return opt, variables
@@ -132,7 +185,9 @@ def test_minimize_and_get_gradients():
     table = keras.Variable(np.ones(SHAPE, "float32"))
 
     def loss():
-        return keras.ops.sum(keras.ops.take(table, keras.ops.convert_to_tensor([1, 1, 4]), axis=0) ** 2)
+        return keras.ops.sum(
+            keras.ops.take(table, keras.ops.convert_to_tensor([1, 1, 4]), axis=0) ** 2
+        )
 
     grads = opt.get_gradients(loss, [table])
     dense = numpy(keras.ops.convert_to_tensor(grads[0]))
@@ -159,11 +214,31 @@ def test_minimize_with_tape():
 
 
 BAD_GRADIENTS = [
-    dict(testcase_name="wrong_dense_shape", grad=lambda: dense_gradient(np.ones((6, 3), "float32")), match="must have the variable's shape"),
-    dict(testcase_name="wrong_row_shape", grad=lambda: sparse_gradient([1], np.ones((1, 3), "float32"), (6, 3)), match="must have the variable's shape"),
-    dict(testcase_name="integer_gradient", grad=lambda: dense_gradient(np.ones(SHAPE, "int32")), match="must be floating point"),
-    dict(testcase_name="row_out_of_range", grad=lambda: sparse_gradient([1, 6], np.ones((2, 2), "float32"), SHAPE), match=r"must be in \[0, 6\)"),
-    dict(testcase_name="negative_row", grad=lambda: sparse_gradient([-1], np.ones((1, 2), "float32"), SHAPE), match=r"must be in \[0, 6\)"),
+    dict(
+        testcase_name="wrong_dense_shape",
+        grad=lambda: dense_gradient(np.ones((6, 3), "float32")),
+        match="must have the variable's shape",
+    ),
+    dict(
+        testcase_name="wrong_row_shape",
+        grad=lambda: sparse_gradient([1], np.ones((1, 3), "float32"), (6, 3)),
+        match="must have the variable's shape",
+    ),
+    dict(
+        testcase_name="integer_gradient",
+        grad=lambda: dense_gradient(np.ones(SHAPE, "int32")),
+        match="must be floating point",
+    ),
+    dict(
+        testcase_name="row_out_of_range",
+        grad=lambda: sparse_gradient([1, 6], np.ones((2, 2), "float32"), SHAPE),
+        match=r"must be in \[0, 6\)",
+    ),
+    dict(
+        testcase_name="negative_row",
+        grad=lambda: sparse_gradient([-1], np.ones((1, 2), "float32"), SHAPE),
+        match=r"must be in \[0, 6\)",
+    ),
 ]
 
 

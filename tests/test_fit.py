@@ -100,9 +100,7 @@ def _assert_layers_train_alike(make_optimizer, seed, epochs, **compile_kwargs):
     weights = {}
     for name in LAYERS:
         model = _model(name)
-        model.compile(
-            optimizer=make_optimizer(), loss="binary_crossentropy", **compile_kwargs
-        )
+        model.compile(optimizer=make_optimizer(), loss="binary_crossentropy", **compile_kwargs)
         model.fit(x, y, batch_size=4, epochs=epochs, verbose=0, shuffle=False)
         weights[name] = [numpy(w) for w in model.weights]
     for a, b in zip(weights["stock"], weights["lazy"]):
@@ -148,9 +146,7 @@ class _DoublingLazyAdam(LazyAdam):
         return super().apply(grads, trainable_variables)
 
 
-@pytest.mark.skipif(
-    BACKEND != "jax", reason="the recorded-rows path of LazyEmbedding is JAX's"
-)
+@pytest.mark.skipif(BACKEND != "jax", reason="the recorded-rows path of LazyEmbedding is JAX's")
 @pytest.mark.parametrize("jit_compile", [False, True], ids=lambda j: f"jit={j}")
 def test_transformed_table_gradient_is_not_replaced_by_recorded_rows(jit_compile):
     """LazyEmbedding's recorded rows stand in only for the untouched gradient."""

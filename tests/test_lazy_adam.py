@@ -1,10 +1,9 @@
 """LazyAdam against a numpy oracle, Keras Adam, and its own API contract."""
 
-import warnings
-
 import keras
 import numpy as np
 import pytest
+from numpy_reference import NumpyLazyAdam
 
 from conftest import BACKEND
 from conftest import Stepper
@@ -12,7 +11,6 @@ from conftest import dense_gradient
 from conftest import numpy
 from conftest import sparse_gradient
 from keras_lazyadam import LazyAdam
-from numpy_reference import NumpyLazyAdam
 
 SHAPE = (10, 3)
 
@@ -20,7 +18,7 @@ SHAPE = (10, 3)
 def _sparse_steps(seed, steps=6, dtype="float32"):
     rng = np.random.default_rng(seed)
     out = []
-    for t in range(steps):
+    for _ in range(steps):
         idx = rng.integers(0, 6, size=5)  # rows 6..9 never touched
         idx[-1] = idx[0]  # a duplicate every step
         out.append(("sparse", idx, rng.normal(size=(5, 3)).astype(dtype)))
@@ -58,22 +56,38 @@ CASES = [
     dict(testcase_name="duplicates", steps=_sparse_steps(1)),
     dict(testcase_name="float64", steps=_sparse_steps(2, dtype="float64"), dtype="float64"),
     dict(testcase_name="amsgrad_sparse", steps=_sparse_steps(3), kwargs=dict(amsgrad=True)),
-    dict(testcase_name="weight_decay_sparse", steps=_sparse_steps(4), kwargs=dict(weight_decay=0.1)),
+    dict(
+        testcase_name="weight_decay_sparse", steps=_sparse_steps(4), kwargs=dict(weight_decay=0.1)
+    ),
     dict(
         testcase_name="cancelling_duplicates",
-        steps=[("sparse", np.array([1, 2, 1]), np.array([[1.0] * 3, [2.0] * 3, [-1.0] * 3], "float32"))] * 3,
+        steps=[
+            ("sparse", np.array([1, 2, 1]), np.array([[1.0] * 3, [2.0] * 3, [-1.0] * 3], "float32"))
+        ]
+        * 3,
     ),
     dict(
         testcase_name="empty_step",
-        steps=_sparse_steps(5, 2) + [("sparse", np.zeros(0, int), np.zeros((0, 3), "float32"))] + _sparse_steps(6, 2),
+        steps=_sparse_steps(5, 2)
+        + [("sparse", np.zeros(0, int), np.zeros((0, 3), "float32"))]
+        + _sparse_steps(6, 2),
     ),
     dict(testcase_name="dense_skip_zero_rows", steps=_dense_steps(7)),
-    dict(testcase_name="dense_exact_adam", steps=_dense_steps(8), kwargs=dict(skip_zero_rows=False)),
+    dict(
+        testcase_name="dense_exact_adam", steps=_dense_steps(8), kwargs=dict(skip_zero_rows=False)
+    ),
     dict(testcase_name="dense_tiny_row_is_touched", steps=_tiny_row_steps(14)),
     dict(testcase_name="dense_nan_row_is_touched", steps=_nan_row_steps(15)),
     dict(testcase_name="amsgrad_dense", steps=_dense_steps(9), kwargs=dict(amsgrad=True)),
-    dict(testcase_name="all_rows_dense", steps=_dense_steps(13, zero_rows=[]), kwargs=dict(amsgrad=True, weight_decay=0.1)),
-    dict(testcase_name="mixed", steps=_sparse_steps(10, 3) + _dense_steps(11, 2) + _sparse_steps(12, 2)),
+    dict(
+        testcase_name="all_rows_dense",
+        steps=_dense_steps(13, zero_rows=[]),
+        kwargs=dict(amsgrad=True, weight_decay=0.1),
+    ),
+    dict(
+        testcase_name="mixed",
+        steps=_sparse_steps(10, 3) + _dense_steps(11, 2) + _sparse_steps(12, 2),
+    ),
 ]
 
 
@@ -182,7 +196,9 @@ def test_clipping_uses_summed_rows(clip):
     a, b = keras.Variable(np.zeros(SHAPE, "float32")), keras.Variable(np.zeros(SHAPE, "float32"))
     sparse.apply([sparse_gradient(idx, val, SHAPE)], [a])
     dense.apply([dense_gradient(summed)], [b])
-    np.testing.assert_allclose(numpy(sparse.get_slot(a, "m")), numpy(dense.get_slot(b, "m")), rtol=1e-6)
+    np.testing.assert_allclose(
+        numpy(sparse.get_slot(a, "m")), numpy(dense.get_slot(b, "m")), rtol=1e-6
+    )
     assert np.abs(numpy(sparse.get_slot(a, "m"))).max() <= 0.1 * 1.0 + 1e-6
 
 

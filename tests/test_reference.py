@@ -28,9 +28,7 @@ def _case(name):
 
 def _optimizer(case):
     if "lr_schedule" in case:
-        lr = keras.optimizers.schedules.ExponentialDecay(
-            **json.loads(str(case["lr_schedule"]))
-        )
+        lr = keras.optimizers.schedules.ExponentialDecay(**json.loads(str(case["lr_schedule"])))
     else:
         lr = float(case["lr"])
     return LazyAdam(

@@ -59,7 +59,9 @@ def test_keras_calls_the_hooks_lazyadam_overrides():
             return super()._apply_weight_decay(variables)
 
     variable = keras.Variable(np.ones((2, 2), "float32"))
-    Spy(weight_decay=0.1, clipnorm=1.0).apply([dense_gradient(np.ones((2, 2), "float32"))], [variable])
+    Spy(weight_decay=0.1, clipnorm=1.0).apply(
+        [dense_gradient(np.ones((2, 2), "float32"))], [variable]
+    )
     assert calls == ["clip", "decay"]
 
 

@@ -72,9 +72,11 @@ def nonzero_rows(gradient):
 
 def touched_rows(gradient):
     """A boolean mask, shape `(rows, 1, ...)`: the rows of a dense gradient
-    with a non-zero (or NaN) entry; or True when every row is known to be. Not `max(|g|) != 0`, though XLA reduces
-    that faster: TF's XLA on CPU drops NaN in max/min, and a NaN row must
-    count as touched."""
+    with a non-zero (or NaN) entry; or True when every row is known to be.
+
+    Not `max(|g|) != 0`, though XLA reduces that faster: TF's XLA on CPU
+    drops NaN in max/min, and a NaN row must count as touched.
+    """
     axes = tuple(range(1, len(gradient.shape)))
     return ops.any(ops.not_equal(gradient, 0), axis=axes, keepdims=True)
 

@@ -121,4 +121,3 @@ def _looked_up_rows(grad, variable):
         return None
     row_shape = tuple(dense.shape[1:])
     return ids.reshape(-1), rows.reshape((-1,) + row_shape)
-

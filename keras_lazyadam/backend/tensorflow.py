@@ -5,6 +5,7 @@ import contextlib
 import keras
 import tensorflow as tf
 
+
 def _tf_variable(variable):
     if isinstance(variable, keras.Variable):
         return variable.value  # the tf.Variable behind it
@@ -31,9 +32,7 @@ def check_rows(indices, num_rows, name):
     message = f"Row indices of the gradient of {name!r} must be in [0, {num_rows})"
     checks = [
         tf.debugging.assert_non_negative(indices, message=message),
-        tf.debugging.assert_less(
-            indices, tf.cast(num_rows, indices.dtype), message=message
-        ),
+        tf.debugging.assert_less(indices, tf.cast(num_rows, indices.dtype), message=message),
     ]
     with tf.control_dependencies(checks):
         return tf.identity(indices)
@@ -118,9 +117,7 @@ class OptimizerMixin:
         packed = [(_as_indexed_slices(g), v) for g, v in grads_and_vars]
         reduced = super()._all_reduce_sum_gradients(packed)
         return [
-            (self._coalesce(g.indices, g.values), v)
-            if isinstance(g, tf.IndexedSlices)
-            else (g, v)
+            (self._coalesce(g.indices, g.values), v) if isinstance(g, tf.IndexedSlices) else (g, v)
             for g, v in reduced
         ]
 

@@ -33,8 +33,7 @@ def check_rows(indices, num_rows, name):
     if indices.numel() and (indices.min() < 0 or indices.max() >= num_rows):
         bad = indices[(indices < 0) | (indices >= num_rows)][:5].tolist()
         raise ValueError(
-            f"Row indices of the gradient of {name!r} must be in "
-            f"[0, {num_rows}). Received: {bad}"
+            f"Row indices of the gradient of {name!r} must be in [0, {num_rows}). Received: {bad}"
         )
     return indices
 
@@ -66,9 +65,7 @@ def nonzero_rows(grad):
     # A row is touched iff its max or its min is non-zero (NaN propagates):
     # the same rows as any(grad != 0), 8x faster on CPU, where a boolean
     # table or |grad| would be materialised first.
-    touched = (torch.amax(grad, reduce_dims) != 0) | (
-        torch.amin(grad, reduce_dims) != 0
-    )
+    touched = (torch.amax(grad, reduce_dims) != 0) | (torch.amin(grad, reduce_dims) != 0)
     rows = torch.nonzero(touched).flatten()
     if rows.numel() == grad.shape[0]:
         return None  # every row is touched: the fused dense update serves
@@ -148,4 +145,3 @@ def compute_gradients(loss, var_list, tape=None):
 def embedding_lookup(table, ids, sparse):
     # sparse=True makes the table's `.grad` a sparse COO tensor.
     return torch.nn.functional.embedding(ids.long(), _tensor(table), sparse=sparse)
-

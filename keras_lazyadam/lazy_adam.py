@@ -175,13 +175,16 @@ class LazyAdam(TfaOptimizerAPI, backend.OptimizerMixin, keras.optimizers.Optimiz
         slices = backend.to_sparse_rows(gradient, variable)
         if slices is None:
             validation.check_gradient(variable, gradient.shape, gradient.dtype)
+            if self.skip_zero_rows:
+                validation.warn_dense_embedding_table(variable)
             return gradient, None
         indices, values = slices
         row_shape = (None,) + tuple(values.shape[1:])
         validation.check_gradient(variable, row_shape, values.dtype)
+        validation.check_row_indices(variable, indices, values)
         name = validation.name_of(variable)
         indices = backend.check_rows(indices, variable.shape[0], name)
-        rows = sparse.coalesce(indices, values)
+        rows = sparse.coalesce(indices, values, variable.shape[0])
         if self.gradient_accumulation_steps:
             # Accumulators are dense; rows left at zero stay untouched.
             return rows.densify(variable.shape), indices
@@ -234,13 +237,13 @@ class LazyAdam(TfaOptimizerAPI, backend.OptimizerMixin, keras.optimizers.Optimiz
         if self.skip_zero_rows and len(variable.shape) >= 2:
             found = backend.nonzero_rows(gradient)
             if found is not None:
-                return sparse.unique_rows(*found)
+                return sparse.unique_rows(*found, variable.shape[0])
         return None
 
     def _update_rows(self, state, rows, hyper):
         """The rule on the gathered rows, written back with row scatters."""
         dtype = _compute_dtype(state.var)
-        index, gradient = rows.rows(backend.unique_count(rows.segments))
+        index, gradient = rows.rows, rows.sums
         old = State(*(x if x is None else backend.gather_rows(x, index) for x in state))
         new = adam_update(old.cast(dtype), ops.cast(gradient, dtype), hyper)
         for target, value in zip(state, new):

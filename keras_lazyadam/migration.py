@@ -9,11 +9,15 @@ Two things carry over from a tfa training run:
   tfa name;
 - its optimizer state: `load_tfa_weights` loads the list tfa's
   `optimizer.get_weights()` returned into a `LazyAdam`.
+
+And a model that keeps `keras.layers.Embedding` gets the fast path with
+`use_lazy_embedding(model)`.
 """
 
 import keras
 import numpy as np
 
+from keras_lazyadam.embedding import LazyEmbedding
 from keras_lazyadam.lazy_adam import LazyAdam
 
 TFA_CLASS_NAME = "Addons>LazyAdam"
@@ -107,3 +111,32 @@ def load_tfa_weights(optimizer, weights, var_list):
     for target, value in targets:
         target.assign(value.astype(keras.backend.standardize_dtype(target.dtype)))
     return optimizer
+
+
+def use_lazy_embedding(model):
+    """A copy of `model` with every `keras.layers.Embedding` a `LazyEmbedding`.
+
+    Same structure, configs and weights (`keras.models.clone_model` with a
+    `clone_function`); layers other than `keras.layers.Embedding` itself
+    (subclasses included) are cloned as they are. Compile the copy as the
+    original was compiled.
+
+    Args:
+        model: a Functional or Sequential `keras.Model`.
+
+    Returns:
+        The new model.
+    """
+    if not isinstance(model, keras.Model):
+        raise ValueError(
+            f"`model` must be a Functional or Sequential keras.Model. Received: {model!r}"
+        )
+
+    def clone(layer):
+        if type(layer) is keras.layers.Embedding:
+            return LazyEmbedding.from_config(layer.get_config())
+        return layer.__class__.from_config(layer.get_config())
+
+    lazy = keras.models.clone_model(model, clone_function=clone)
+    lazy.set_weights(model.get_weights())
+    return lazy

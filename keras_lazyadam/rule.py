@@ -83,7 +83,7 @@ def adam_update(state, gradient, hyper, touched=None):
             rate_2 = ops.where(touched, rate_2, ops.zeros_like(rate_2))
         m = state.m + (gradient - state.m) * rate_1
         v = state.v + (gradient * gradient - state.v) * rate_2
-    vhat = ops.maximum(state.vhat, v) if hyper.amsgrad else None
+    vhat = _maximum(state.vhat, v) if hyper.amsgrad else None
     var = state.var
     if hyper.weight_decay_rate is not None:
         var = var - var * hyper.weight_decay_rate
@@ -92,3 +92,8 @@ def adam_update(state, gradient, hyper, touched=None):
         # Not a zero step size: a never-touched row with epsilon=0 is 0/0.
         var = ops.where(touched, var, state.var)
     return State(var, m, v, vhat)
+
+
+def _maximum(a, b):
+    # Not ops.maximum: on torch it rounds float64 to float32. NaN propagates.
+    return ops.where(ops.logical_or(ops.isnan(b), ops.greater(b, a)), b, a)

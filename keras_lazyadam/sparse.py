@@ -2,19 +2,16 @@
 
 A `SparseRows` is a gradient that touches only some rows (slices along axis 0)
 of a variable. It is always *coalesced*: duplicate row indices have been summed
-(the lazy Adam update is non-linear, so they must be). Its shapes are static,
-which keeps it usable under `jax.jit` and XLA:
+(the lazy Adam update is non-linear, so they must be). It is a list of slots:
 
-- `indices` (n,): the row of every input position (sorted, unless the
-  backend numbers unique rows itself).
-- `segments` (n,): the slot of every position; equal rows share a slot, and
-  the slots used are 0 .. (number of unique rows - 1).
-- `sums` (n, ...): the summed gradient of every slot. Slots past the number of
-  unique rows are zero, so norms computed from `sums` are exact.
+- `rows` (s,): the row of every slot, each row at most once. A slot that
+  holds no row (coalescing left it over) has a row >= `num_rows`, distinct
+  from every other: gathers may read anything there and scatters drop it.
+- `sums` (s, ...): the summed gradient of every slot (zero in spare slots,
+  so norms computed from `sums` are exact).
 
-Every position `p` then gets the update of row `indices[p]` with gradient
-`sums[segments[p]]`: duplicate positions compute identical rows, so writing
-them all back with a scatter is well defined on every backend.
+Backends with static shapes (JAX, XLA) keep one slot per input position;
+backends with dynamic shapes may keep exactly one slot per unique row.
 """
 
 from keras import ops
@@ -25,48 +22,32 @@ from keras_lazyadam import backend
 class SparseRows:
     """A coalesced row-sparse gradient. Build it with `coalesce`."""
 
-    def __init__(self, indices, segments, sums):
-        self.indices = indices
-        self.segments = segments
+    def __init__(self, rows, sums, num_rows):
+        self.rows = rows
         self.sums = sums
+        self.num_rows = num_rows
 
     def with_sums(self, sums):
-        return SparseRows(self.indices, self.segments, sums)
+        return SparseRows(self.rows, sums, self.num_rows)
 
-    def rows(self, unique_count=None):
-        """`(row indices, gradient rows)` to update.
-
-        Without `unique_count`: one entry per position, duplicates included
-        (static shapes). With it (the number of unique rows, where the
-        backend can have dynamic shapes): each row once.
-        """
-        if unique_count is None:
-            return self.indices, self.position_values()
-        return self.slot_indices()[:unique_count], self.sums[:unique_count]
-
-    def position_values(self):
-        """The summed gradient of the row at every position, shape (n, ...)."""
-        return ops.take(self.sums, self.segments, axis=0)
-
-    def slot_indices(self):
-        """The row of every slot; unused slots repeat the first row.
-
-        `(slot_indices(), sums)` is a valid uncoalesced sparse gradient of the
-        same value: unused slots add zero to a row that is present anyway.
-        """
-        first_row = ops.sum(self.indices[:1])  # 0 when there are no rows
-        rows = ops.full_like(self.indices, first_row)
-        return ops.scatter_update(rows, ops.expand_dims(self.segments, -1), self.indices)
+    def present_rows(self):
+        """`rows`, with spare slots moved to a row that is present anyway
+        (their sums are zero): a valid uncoalesced gradient of the same
+        value, with no row out of range."""
+        if self.rows.shape[0] == 0:
+            return self.rows
+        spare = ops.greater_equal(self.rows, self.num_rows)
+        return ops.where(spare, ops.min(self.rows), self.rows)
 
     def row_slices(self):
         """`(indices, values)`: an uncoalesced form of the same gradient."""
-        return self.slot_indices(), self.sums
+        return self.present_rows(), self.sums
 
     def squared_norm(self):
         return ops.sum(ops.square(self.sums))
 
     def densify(self, shape):
-        return backend.sum_rows(self.sums, self.slot_indices(), shape[0])
+        return backend.sum_rows(self.sums, self.present_rows(), shape[0])
 
     def __mul__(self, scale):
         return self.with_sums(ops.multiply(self.sums, scale))
@@ -77,31 +58,22 @@ class SparseRows:
         return self.with_sums(ops.divide(self.sums, scale))
 
 
-def coalesce(indices, values):
+def coalesce(indices, values, num_rows):
     """Sums the values of duplicate indices. Returns a `SparseRows`.
 
     Args:
-        indices: int tensor (n,), row indices, in any order, with duplicates.
+        indices: int tensor (n,), row indices in [0, num_rows), in any
+            order, with duplicates.
         values: tensor (n, ...), the gradient slice of every index.
+        num_rows: the number of rows of the variable.
     """
-    indices = ops.cast(indices, "int32")
-    segments = backend.unique_segments(indices)
-    if segments is None:  # sort, then number the runs of equal indices
-        order = ops.argsort(indices)
-        indices = ops.take(indices, order)
-        values = ops.take(values, order, axis=0)
-        previous = ops.concatenate([indices[:1], indices[:-1]])
-        new_row = ops.cast(ops.not_equal(indices, previous), "int32")
-        segments = ops.cumsum(new_row)
-    sums = backend.sum_rows(values, segments, ops.shape(indices)[0])
-    return SparseRows(indices, segments, sums)
+    rows, sums = backend.coalesce(ops.cast(indices, "int32"), values, num_rows)
+    return SparseRows(rows, sums, num_rows)
 
 
-def unique_rows(indices, values):
-    """A `SparseRows` for indices known to be unique and sorted."""
-    indices = ops.cast(indices, "int32")
-    segments = ops.arange(ops.shape(indices)[0], dtype="int32")
-    return SparseRows(indices, segments, values)
+def unique_rows(indices, values, num_rows):
+    """A `SparseRows` for indices known to be unique."""
+    return SparseRows(ops.cast(indices, "int32"), values, num_rows)
 
 
 def clip_gradients(grads, clipnorm, global_clipnorm, clipvalue, clip_by_norm):

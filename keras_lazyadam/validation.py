@@ -5,8 +5,11 @@ value, as Keras' own do.
 """
 
 import math
+import warnings
 
 import keras
+
+_WARNED_DENSE_TABLES = set()
 
 
 def name_of(variable):
@@ -41,6 +44,24 @@ def check_gradient(variable, shape, dtype):
         raise ValueError(
             f"The gradient of variable {name_of(variable)!r} must be floating "
             f"point. Received: gradient dtype={dtype}"
+        )
+
+
+def check_row_indices(variable, indices, values):
+    """Row indices of a sparse gradient: integers, one per row of values."""
+    name = name_of(variable)
+    dtype = keras.backend.standardize_dtype(indices.dtype)
+    if "int" not in dtype:
+        raise TypeError(
+            f"Row indices of the gradient of {name!r} must be integers. "
+            f"Received: indices dtype={dtype}"
+        )
+    count, rows = tuple(indices.shape), values.shape[0]
+    if len(count) != 1 or None not in (count[0], rows) and count[0] != rows:
+        raise ValueError(
+            f"The gradient of {name!r} must have one row index per row of "
+            f"values. Received: indices shape={count}, values shape="
+            f"{tuple(values.shape)}"
         )
 
 
@@ -85,3 +106,23 @@ def boolean(name, value):
     if not isinstance(value, bool):
         raise ValueError(f"`{name}` must be a bool (True or False). Received: {name}={value!r}")
     return value
+
+
+def warn_dense_embedding_table(variable):
+    """Says once per table that a Keras `Embedding` table got a dense
+    gradient (JAX and torch with `keras.layers.Embedding`), and the fix."""
+    name = name_of(variable)
+    if variable.name != "embeddings" or len(variable.shape) != 2:
+        return
+    if name in _WARNED_DENSE_TABLES:
+        return
+    _WARNED_DENSE_TABLES.add(name)
+    warnings.warn(
+        f"LazyAdam received a dense gradient for the embedding table {name!r} "
+        f"({variable.shape[0]} rows): every step then scans and masks the "
+        "whole table, about the cost of a dense Adam step. Use "
+        "`keras_lazyadam.LazyEmbedding` in place of `keras.layers.Embedding` "
+        "(`keras_lazyadam.use_lazy_embedding(model)` converts a model, "
+        "weights included) so that only the rows looked up are updated.",
+        stacklevel=4,
+    )

@@ -49,18 +49,26 @@ def sum_rows(values, segments, num_segments):
     return ops.segment_sum(values, segments, num_segments=num_segments)
 
 
-def unique_segments(indices):
-    """The slot of every index (equal indices share one; slots 0 .. k-1)
-    where the backend has a faster way than sorting, else None (then
-    `coalesce` sorts the indices)."""
-    return None
+def coalesce(indices, values, num_rows):
+    """`(rows, sums)` of a `SparseRows` (see `sparse.py`): duplicate indices
+    summed, spare slots at distinct rows >= num_rows.
 
-
-def unique_count(segments):
-    """The number of unique rows of a coalesced gradient where the backend
-    takes dynamic shapes, else None (then every position is updated;
-    duplicate positions compute identical rows)."""
-    return None
+    The default sorts (static shapes): the runs of equal indices number the
+    slots 0 .. k-1, and slots k .. n-1 are spare.
+    """
+    n = ops.shape(indices)[0]
+    # Rows that `check_rows` marked out of range (compiled code) add nothing.
+    valid = ops.less(indices, num_rows)
+    values = ops.where(ops.reshape(valid, (-1,) + (1,) * (len(values.shape) - 1)), values, 0)
+    order = ops.argsort(indices)
+    indices = ops.take(indices, order)
+    values = ops.take(values, order, axis=0)
+    previous = ops.concatenate([indices[:1], indices[:-1]])
+    segments = ops.cumsum(ops.cast(ops.not_equal(indices, previous), "int32"))
+    sums = sum_rows(values, segments, n)
+    spare = num_rows + ops.arange(n, dtype="int32")
+    rows = ops.scatter_update(spare, ops.expand_dims(segments, -1), indices)
+    return rows, sums
 
 
 def nonzero_rows(gradient):

@@ -5,6 +5,8 @@ import contextlib
 import keras
 import tensorflow as tf
 
+from keras_lazyadam.backend import defaults
+
 
 def _tf_variable(variable):
     if isinstance(variable, keras.Variable):
@@ -14,7 +16,8 @@ def _tf_variable(variable):
 
 def to_sparse_rows(grad, variable):
     if isinstance(grad, tf.IndexedSlices):
-        return grad.indices, grad.values
+        # Indices may be a Python tuple or list (Keras' own tests build them so).
+        return tf.convert_to_tensor(grad.indices), tf.convert_to_tensor(grad.values)
     return None
 
 
@@ -27,15 +30,17 @@ def sparse_gradient(indices, values, shape):
 
 
 def check_rows(indices, num_rows, name):
-    # Checked in graphs too; XLA (`jit_compile=True`) drops asserts, and its
-    # gathers clamp out-of-range rows.
+    # Checked in graphs too. XLA (`jit_compile=True`) drops the asserts: there
+    # a bad row becomes `num_rows`, which every row write drops, rather than
+    # being clamped, or cast (int64 -> int32) onto another row.
     message = f"Row indices of the gradient of {name!r} must be in [0, {num_rows})"
+    limit = tf.cast(num_rows, indices.dtype)
     checks = [
         tf.debugging.assert_non_negative(indices, message=message),
-        tf.debugging.assert_less(indices, tf.cast(num_rows, indices.dtype), message=message),
+        tf.debugging.assert_less(indices, limit, message=message),
     ]
     with tf.control_dependencies(checks):
-        return tf.identity(indices)
+        return tf.where((indices < 0) | (indices >= limit), limit, indices)
 
 
 def _building_for_xla():
@@ -54,21 +59,18 @@ def _building_for_xla():
     return control_flow_util.GraphOrParentsInXlaContext(graph)
 
 
-def unique_segments(indices):
-    # Outside XLA, tf.unique (hash-based) beats sorting: with 4,096 ids on a
-    # 1M-row table the whole step matches a tfa-style step (1.4x before).
-    # Under XLA, sorting is faster.
+def coalesce(indices, values, num_rows):
     if _building_for_xla():
-        return None
-    return tf.unique(indices).idx
-
-
-def unique_count(segments):
-    # Outside XLA each unique row is updated once; XLA needs static shapes,
-    # so there every position is updated (duplicates compute equal rows).
-    if _building_for_xla():
-        return None
-    return tf.reduce_max(tf.concat([segments, [-1]], 0)) + 1
+        return defaults.coalesce(indices, values, num_rows)  # sorting wins there
+    # Outside XLA, tf.unique (hash-based) beats sorting. One slot per
+    # position all the same (the unique rows first, then spare slots), so
+    # that the row reads and writes compile once (see `_rows_in_xla`).
+    unique, segments = tf.unique(indices)
+    n = tf.shape(indices)[0]
+    sums = tf.math.unsorted_segment_sum(values, segments, n)
+    spare = num_rows + tf.range(tf.size(unique), n)
+    rows = tf.ensure_shape(tf.concat([unique, spare], 0), indices.shape)
+    return rows, sums
 
 
 def after(tensors):
@@ -78,13 +80,50 @@ def after(tensors):
     return tf.control_dependencies(tensors)
 
 
+# Row reads and writes run inside XLA. TensorFlow's own gather and scatter
+# kernels on a resource variable switch it to copy-on-read: from then on
+# every dense read (as `keras.layers.Embedding`'s lookup does, every step)
+# copies the whole table, 24 ms for 1M x 64. XLA's accesses leave the
+# variable as it was (and drop writes to the spare rows >= num_rows). Under
+# an outer `jit_compile=True`, these functions are simply inlined.
+
+
+# They take the variable's handle, not the variable: a traced function
+# keeps the variables it was traced with, and those may be gone by the next
+# call. A handle does not show the variable's dtype and shape, so those are
+# passed too: they key the traces.
+
+
+@tf.function(jit_compile=True, autograph=False)
+def _gather_in_xla(handle, indices, dtype, shape):
+    return tf.raw_ops.ResourceGather(resource=handle, indices=indices, dtype=dtype)
+
+
+@tf.function(jit_compile=True, autograph=False)
+def _scatter_in_xla(handle, indices, rows, shape):
+    tf.raw_ops.ResourceScatterUpdate(resource=handle, indices=indices, updates=rows)
+
+
+def _rows_in_xla(variable):
+    # A distributed variable (tf.distribute) takes TF's own kernels: its
+    # updates go through the strategy.
+    return not isinstance(variable, tf.distribute.DistributedValues)
+
+
 def gather_rows(variable, indices):
-    # `tf.gather` on the variable itself reads only the rows: a dense read of
-    # a variable that has had a scatter update copies the whole table.
-    return tf.gather(_tf_variable(variable), indices)
+    dtype = tf.as_dtype(variable.dtype)  # the stored dtype, not an autocast one
+    variable = _tf_variable(variable)
+    if _rows_in_xla(variable):
+        return _gather_in_xla(variable.handle, indices, dtype, tuple(variable.shape))
+    return tf.gather(variable, tf.minimum(indices, variable.shape[0] - 1))
 
 
 def scatter_rows(optimizer, variable, indices, rows):
+    target = _tf_variable(variable)
+    if not (_rows_in_xla(target) or _building_for_xla()):
+        # TF's own scatter kernel rejects the spare rows: drop them.
+        keep = indices < target.shape[0]
+        indices, rows = tf.boolean_mask(indices, keep), tf.boolean_mask(rows, keep)
     optimizer.assign(variable, tf.IndexedSlices(rows, indices))
 
 
@@ -97,15 +136,15 @@ def compute_gradients(loss, var_list, tape=None):
     return tape.gradient(value, [_tf_variable(v) for v in var_list])
 
 
-def embedding_lookup(table, ids, sparse):
-    # Gather through the variable itself: its gradient is IndexedSlices for
-    # every optimizer, and no dense read (a full-table copy once the table
-    # has had a scatter update) happens.
-    return tf.gather(_tf_variable(table), ids)
-
-
 class OptimizerMixin:
-    """Sums `SparseRows` gradients across replicas (tf.distribute)."""
+    """Row writes in XLA, and sums of `SparseRows` across replicas."""
+
+    def assign(self, variable, value):
+        target = _tf_variable(variable)
+        if not (isinstance(value, tf.IndexedSlices) and _rows_in_xla(target)):
+            return super().assign(variable, value)
+        rows = tf.cast(value.values, tf.as_dtype(variable.dtype))
+        _scatter_in_xla(target.handle, value.indices, rows, tuple(target.shape))
 
     def _all_reduce_sum_gradients(self, grads_and_vars):
         # Private Keras hook (TFOptimizer): under tf.distribute, gradients
@@ -117,7 +156,9 @@ class OptimizerMixin:
         packed = [(_as_indexed_slices(g), v) for g, v in grads_and_vars]
         reduced = super()._all_reduce_sum_gradients(packed)
         return [
-            (self._coalesce(g.indices, g.values), v) if isinstance(g, tf.IndexedSlices) else (g, v)
+            (self._coalesce(g.indices, g.values, v.shape[0]), v)
+            if isinstance(g, tf.IndexedSlices)
+            else (g, v)
             for g, v in reduced
         ]
 

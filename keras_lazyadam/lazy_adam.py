@@ -46,7 +46,8 @@ class LazyAdam(TfaOptimizerAPI, backend.OptimizerMixin, keras.optimizers.Optimiz
     from a sparse gradient. That keeps `model.fit` lazy on backends whose
     embedding gradients are dense (JAX, torch). Rows that skip steps see their
     moments decay less often than Adam's would, and the bias correction uses
-    the global step. With `amsgrad=True`, `vhat = max(vhat, v)` is kept per row
+    the global step (tfa's rule, `step_mode="global"`; see `step_mode` for
+    the alternatives). With `amsgrad=True`, `vhat = max(vhat, v)` is kept per row
     and used in place of `v`. Decoupled `weight_decay` applies to the updated
     rows only.
 
@@ -81,6 +82,22 @@ class LazyAdam(TfaOptimizerAPI, backend.OptimizerMixin, keras.optimizers.Optimiz
             gradient_accumulation_steps, name: as in `keras.optimizers.Adam`.
             `weight_decay` decays only the rows being updated; clipping
             norms of sparse gradients are computed from their summed rows.
+        step_mode: How rows that skip steps are treated. `"global"` (the
+            default): tfa's rule above, bit for bit. `"catch_up"`: when a
+            row is updated at step t and was last updated at step t0 (0 if
+            never), its `m` and `v` first decay by `beta_1^(t - t0 - 1)` and
+            `beta_2^(t - t0 - 1)`, as dense Adam's would have with zero
+            gradients on the skipped steps; then the update above. Every
+            row's `m` and `v` then equal dense Adam's on the same gradients
+            (absent rows' gradients zero), seen from its last update, and
+            `vhat` is not decayed. The skipped parameter moves are not
+            replayed: Adam would have kept moving a row whose `m` is
+            non-zero. `"per_row"`: each row counts its own updates n and its
+            bias correction uses n in place of t, so a row's first update is
+            Adam's first update whatever the global step. Both keep one
+            int32 counter per row (slice along axis 0), the slot
+            `"row_step"`: the step of the row's last update (`"catch_up"`)
+            or its number of updates (`"per_row"`).
         lr: Deprecated alias of `learning_rate` (tfa's legacy keyword).
     """
 
@@ -103,6 +120,7 @@ class LazyAdam(TfaOptimizerAPI, backend.OptimizerMixin, keras.optimizers.Optimiz
         loss_scale_factor=None,
         gradient_accumulation_steps=None,
         name=None,
+        step_mode="global",
         **kwargs,
     ):
         if "lr" in kwargs:
@@ -132,10 +150,12 @@ class LazyAdam(TfaOptimizerAPI, backend.OptimizerMixin, keras.optimizers.Optimiz
         self.decay = validation.non_negative("decay", decay)
         self.amsgrad = validation.boolean("amsgrad", amsgrad)
         self.skip_zero_rows = validation.boolean("skip_zero_rows", skip_zero_rows)
+        self.step_mode = validation.step_mode(step_mode)
         self._extra_slots = {}  # tfa's `add_slot`
 
     def build(self, var_list):
-        """Creates the slots `m`, `v` (and `vhat` with `amsgrad`) per variable."""
+        """Creates the slots `m`, `v` (and `vhat` with `amsgrad`) per variable,
+        and `row_step` with a `step_mode` other than "global"."""
         if self.built:
             return
         validation.check_variables(var_list)
@@ -145,6 +165,23 @@ class LazyAdam(TfaOptimizerAPI, backend.OptimizerMixin, keras.optimizers.Optimiz
                 marks.mark_takes_sparse(variable)
         names = ["m", "v", "vhat"] if self.amsgrad else ["m", "v"]
         self._slots = dict(zip(names, self.add_optimizer_variables(var_list, names)))
+        if self.step_mode != "global":
+            self._slots["row_step"] = [self._add_row_step(v) for v in var_list]
+
+    def _add_row_step(self, variable):
+        """The `row_step` slot: one int32 counter per row (slice along axis
+        0), laid out like the variable's rows under a distribution. int32,
+        not float32: exact past 2^24 steps, and a row clock of the global
+        step ("catch_up") must stay exact as long as `iterations`."""
+        if getattr(variable, "overwrite_with_gradient", False):
+            return None  # as Keras' own slots: the optimizer never updates it
+        return self.add_variable(
+            shape=tuple(variable.shape[:1]),
+            initializer="zeros",
+            dtype="int32",
+            name=f"{variable.path.replace('/', '_')}_row_step",
+            layout=backend.row_layout(variable),
+        )
 
     def apply(self, grads, trainable_variables=None):
         """Applies gradients; sparse ones are checked and coalesced here."""
@@ -227,6 +264,10 @@ class LazyAdam(TfaOptimizerAPI, backend.OptimizerMixin, keras.optimizers.Optimiz
             step=ops.cast(self.iterations + 1, dtype),
             weight_decay_rate=weight_decay_rate,
             amsgrad=self.amsgrad,
+            step_mode=self.step_mode,
+            global_step=(
+                ops.cast(self.iterations + 1, "int32") if self.step_mode == "catch_up" else None
+            ),
         )
 
     def _sparse_rows(self, gradient, variable):
@@ -289,6 +330,7 @@ class LazyAdam(TfaOptimizerAPI, backend.OptimizerMixin, keras.optimizers.Optimiz
                 "amsgrad": self.amsgrad,
                 "skip_zero_rows": self.skip_zero_rows,
                 "decay": self.decay,
+                "step_mode": self.step_mode,
             }
         )
         return config

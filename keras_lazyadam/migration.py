@@ -39,7 +39,9 @@ def load_tfa_weights(optimizer, weights, var_list):
 
     Args:
         optimizer: The `LazyAdam` to load into. Built for `var_list` here if it
-            is not built yet. Its `amsgrad` must match tfa's.
+            is not built yet. Its `amsgrad` must match tfa's. With a
+            `step_mode` other than "global", the rows tfa updated (non-zero
+            `v`) get `row_step = iterations`, the others 0.
         weights: The list from tfa's `optimizer.get_weights()` (numpy arrays
             or anything `np.asarray` takes).
         var_list: The variables, in the order tfa's optimizer saw them (the
@@ -110,6 +112,15 @@ def load_tfa_weights(optimizer, weights, var_list):
     optimizer.iterations.assign(int(iterations.reshape(())))
     for target, value in targets:
         target.assign(value.astype(keras.backend.standardize_dtype(target.dtype)))
+    if optimizer.step_mode != "global":
+        # tfa kept no row counter: a row it has updated (non-zero v) counts
+        # as updated at the last step ("catch_up": nothing to catch up) and
+        # as often as the global step ("per_row": tfa's bias correction).
+        v = weights[1 + len(var_list) : 1 + 2 * len(var_list)]
+        for variable, value in zip(var_list, v):
+            touched = np.any(value.reshape(value.shape[:1] + (-1,)) != 0, axis=1)
+            counts = np.where(touched, int(iterations.reshape(())), 0).astype("int32")
+            optimizer.get_slot(variable, "row_step").assign(counts.reshape(value.shape[:1]))
     return optimizer
 
 

@@ -9,6 +9,7 @@ from the same `Hyperparameters`.
 from typing import Any
 from typing import NamedTuple
 
+import keras
 from keras import ops
 
 
@@ -22,6 +23,8 @@ class Hyperparameters(NamedTuple):
     step: Any  # t = iterations + 1, the global step of the bias correction
     weight_decay_rate: Any | None  # learning_rate * weight_decay, or None
     amsgrad: bool
+    step_mode: str = "global"  # "global", "catch_up" or "per_row"
+    global_step: Any | None = None  # t as int32, the row clock of "catch_up"
 
     @property
     def step_size(self):
@@ -41,9 +44,15 @@ class State(NamedTuple):
     m: Any
     v: Any
     vhat: Any | None = None  # the running max of `v` with amsgrad
+    # int32 per row (shape `var.shape[:1]`) with step_mode != "global": the
+    # global step of the row's last update ("catch_up") or its number of
+    # updates ("per_row"), 0 if never updated.
+    row_step: Any | None = None
 
     def cast(self, dtype):
-        return State(*(None if x is None else ops.cast(x, dtype) for x in self))
+        """The float tensors cast to `dtype` (the row counter stays int32)."""
+        floats = (None if x is None else ops.cast(x, dtype) for x in self[:4])
+        return State(*floats, row_step=self.row_step)
 
 
 def adam_update(state, gradient, hyper, touched=None):
@@ -56,6 +65,18 @@ def adam_update(state, gradient, hyper, touched=None):
     var  = var - var * weight_decay_rate (decoupled weight decay)
     var  = var - alpha * m / (sqrt(v) + epsilon)
     ```
+
+    `hyper.step_mode` picks the step that rows which skip steps see (the
+    row counter `state.row_step` is then required, and updated):
+
+    - "global": tfa's rule as above, `alpha` from the global step t.
+    - "catch_up": first `m *= beta_1^k`, `v *= beta_2^k` with
+      `k = t - row_step - 1` (the steps the row skipped, counting from 0
+      for a row never updated): the moments Adam's would be with zero
+      gradients on the skipped steps (`vhat` is not decayed). The skipped
+      parameter moves are not replayed. Then `row_step = t`.
+    - "per_row": `row_step += 1`, and `alpha` uses `n = row_step` in place
+      of t: a row's first update is Adam's first update.
 
     tfa computes the moving averages in two algebraically equal forms that
     round differently: its sparse kernel as written above, its dense kernel
@@ -73,25 +94,74 @@ def adam_update(state, gradient, hyper, touched=None):
             exactly as they went in.
     """
     rate_1, rate_2 = 1 - hyper.beta_1, 1 - hyper.beta_2
+    old_m, old_v, step_size, row_step = state.m, state.v, None, None
+    if hyper.step_mode != "global":
+        old_m, old_v, step_size, row_step = _row_clock(state, hyper, touched)
     if touched is None:
-        m = hyper.beta_1 * state.m + rate_1 * gradient
-        v = hyper.beta_2 * state.v + rate_2 * (gradient * gradient)
+        m = hyper.beta_1 * old_m + rate_1 * gradient
+        v = hyper.beta_2 * old_v + rate_2 * (gradient * gradient)
     else:
         if touched is not True:
             # Zero rates leave a skipped row's m and v exactly as they were.
             rate_1 = ops.where(touched, rate_1, ops.zeros_like(rate_1))
             rate_2 = ops.where(touched, rate_2, ops.zeros_like(rate_2))
-        m = state.m + (gradient - state.m) * rate_1
-        v = state.v + (gradient * gradient - state.v) * rate_2
+        m = old_m + (gradient - old_m) * rate_1
+        v = old_v + (gradient * gradient - old_v) * rate_2
     vhat = _maximum(state.vhat, v) if hyper.amsgrad else None
     var = state.var
     if hyper.weight_decay_rate is not None:
         var = var - var * hyper.weight_decay_rate
-    var = var - hyper.step_size * m / (ops.sqrt(v if vhat is None else vhat) + hyper.epsilon)
+    if step_size is None:
+        step_size = hyper.step_size
+    var = var - step_size * m / (ops.sqrt(v if vhat is None else vhat) + hyper.epsilon)
     if touched is not None and touched is not True:
         # Not a zero step size: a never-touched row with epsilon=0 is 0/0.
         var = ops.where(touched, var, state.var)
-    return State(var, m, v, vhat)
+    return State(var, m, v, vhat, row_step)
+
+
+def _row_clock(state, hyper, touched):
+    """`(m, v, step size or None, new row_step)` of a step_mode other than
+    "global", before the moving averages. Rows that `touched` masks out
+    come out exactly as they went in."""
+    counts = state.row_step
+    rank = len(state.var.shape)
+    mask = None  # over rows, shaped like `counts`
+    if touched is not None and touched is not True:
+        mask = ops.reshape(touched, ops.shape(counts))
+    dtype = keras.backend.standardize_dtype(state.m.dtype)
+    m, v, step_size = state.m, state.v, None
+    if hyper.step_mode == "per_row":
+        new_counts = counts + 1
+        n = _per_row(ops.cast(new_counts, dtype), rank)
+        step_size = (
+            hyper.learning_rate
+            * ops.sqrt(1 - ops.power(hyper.beta_2, n))
+            / (1 - ops.power(hyper.beta_1, n))
+        )
+    elif hyper.step_mode == "catch_up":
+        new_counts = ops.zeros_like(counts) + hyper.global_step
+        skipped = _per_row(ops.cast(hyper.global_step - counts - 1, dtype), rank)
+        decay_1 = ops.power(hyper.beta_1, skipped)
+        decay_2 = ops.power(hyper.beta_2, skipped)
+        if mask is not None:
+            # A factor of 1 keeps a skipped row's m and v (Inf included).
+            decay_1 = ops.where(touched, decay_1, ops.ones_like(decay_1))
+            decay_2 = ops.where(touched, decay_2, ops.ones_like(decay_2))
+        m, v = m * decay_1, v * decay_2
+    else:
+        raise ValueError(f"Unknown step_mode: {hyper.step_mode!r}")
+    if mask is not None:
+        new_counts = ops.where(mask, new_counts, counts)
+    return m, v, step_size, new_counts
+
+
+def _per_row(values, rank):
+    """Per-row values (shape `(rows,)`) shaped to broadcast against rows of
+    rank `rank`."""
+    if rank <= 1:
+        return values
+    return ops.reshape(values, (-1,) + (1,) * (rank - 1))
 
 
 def _maximum(a, b):

@@ -53,12 +53,16 @@ class TfaOptimizerAPI:
         )
 
     def get_slot_names(self):
-        """The slot names: `["m", "v"]`, and `"vhat"` with `amsgrad`."""
+        """The slot names: `["m", "v"]`, `"vhat"` with `amsgrad`, and
+        `"row_step"` with a `step_mode` other than "global"."""
         names = ["m", "v", "vhat"] if self.amsgrad else ["m", "v"]
+        if getattr(self, "step_mode", "global") != "global":
+            names.append("row_step")
         return names + sorted({name for _, name in self._extra_slots})
 
     def get_slot(self, var, slot_name):
-        """Returns the slot variable `slot_name` ("m", "v", "vhat") of `var`."""
+        """Returns the slot variable `slot_name` ("m", "v", "vhat",
+        "row_step") of `var`."""
         if slot_name not in self.get_slot_names():
             raise ValueError(
                 f"`slot_name` must be one of {self.get_slot_names()}. "

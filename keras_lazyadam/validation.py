@@ -108,6 +108,18 @@ def boolean(name, value):
     return value
 
 
+STEP_MODES = ("global", "catch_up", "per_row")
+
+
+def step_mode(value):
+    if not isinstance(value, str) or value not in STEP_MODES:
+        raise ValueError(
+            f"`step_mode` must be one of {', '.join(repr(m) for m in STEP_MODES)}. "
+            f"Received: step_mode={value!r}"
+        )
+    return value
+
+
 def warn_dense_embedding_table(variable):
     """Says once per table that a Keras `Embedding` table got a dense
     gradient (JAX and torch with `keras.layers.Embedding`), and the fix."""

@@ -7,6 +7,7 @@ Each hook is documented here, once.
 
 import contextlib
 
+import keras
 from keras import ops
 
 
@@ -107,6 +108,20 @@ def scatter_rows(optimizer, variable, indices, rows):
         variable,
         ops.scatter_update(variable, ops.expand_dims(indices, -1), rows),
     )
+
+
+def row_layout(variable):
+    """The layout of a per-row slot of `variable` (shape `variable.shape[:1]`,
+    `step_mode`'s `row_step`): the variable's layout along axis 0 under the
+    current `keras.distribution`, so that the slot is sharded by rows with
+    its table; None (the distribution's default) otherwise."""
+    distribution = keras.distribution.distribution()
+    if distribution is None:
+        return None
+    layout = distribution.get_variable_layout(variable)
+    if isinstance(layout, keras.distribution.TensorLayout):
+        return keras.distribution.TensorLayout(layout.axes[:1], layout.device_mesh)
+    return None
 
 
 def embedding_lookup(table, ids, sparse):

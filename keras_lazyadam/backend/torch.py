@@ -91,6 +91,8 @@ def fused_dense_update(state, gradient, hyper):
         return False
     if hyper.amsgrad:
         return False  # the fused kernel's max(vhat, v) drops NaN; tfa keeps it
+    if hyper.step_mode != "global":
+        return False  # per-row steps: the kernel knows one step for the tensor
     step = float(hyper.step)
     beta_2 = float(hyper.beta_2)
     if hyper.weight_decay_rate is not None:

@@ -52,7 +52,8 @@ class State(NamedTuple):
     def cast(self, dtype):
         """The float tensors cast to `dtype` (the row counter stays int32)."""
         floats = (None if x is None else ops.cast(x, dtype) for x in self[:4])
-        return State(*floats, row_step=self.row_step)
+        row_step = None if self.row_step is None else ops.cast(self.row_step, "int32")
+        return State(*floats, row_step=row_step)
 
 
 def adam_update(state, gradient, hyper, touched=None):

@@ -1,4 +1,9 @@
-"""tfa's LazyAdam in numpy: the oracle the tests compare against."""
+"""tfa's LazyAdam in numpy: the oracle the tests compare against.
+
+With `step_mode` (issue 10): "catch_up" decays a row's m and v by
+beta^(steps skipped) before its update; "per_row" bias-corrects with the
+row's own update count. `row_step` holds the row's clock as LazyAdam does.
+"""
 
 import numpy as np
 
@@ -15,6 +20,7 @@ class NumpyLazyAdam:
         amsgrad=False,
         skip_zero_rows=True,
         weight_decay=None,
+        step_mode="global",
     ):
         self.m = np.zeros(shape, dtype)
         self.v = np.zeros(shape, dtype)
@@ -24,6 +30,8 @@ class NumpyLazyAdam:
         self.lr, self.b1, self.b2, self.eps = lr, beta_1, beta_2, epsilon
         self.amsgrad, self.skip = amsgrad, skip_zero_rows
         self.wd = weight_decay
+        self.step_mode = step_mode
+        self.row_step = np.zeros(shape[:1], np.int64)
 
     def _alpha(self, lr):
         # Keras (like tfa) keeps a float learning rate in a float32 variable.
@@ -33,6 +41,18 @@ class NumpyLazyAdam:
 
     def _rows(self, var, rows, g, lr):
         a = self._alpha(lr)
+        t = self.t + 1
+        per_row = (-1,) + (1,) * (var.ndim - 1)
+        if self.step_mode == "catch_up":
+            skipped = (t - self.row_step[rows] - 1).reshape(per_row)
+            self.m[rows] *= self.b1**skipped
+            self.v[rows] *= self.b2**skipped  # vhat is not decayed
+            self.row_step[rows] = t
+        elif self.step_mode == "per_row":
+            self.row_step[rows] += 1
+            n = self.row_step[rows].reshape(per_row)
+            lr32 = float(np.float32(lr))
+            a = lr32 * np.sqrt(1 - self.b2**n) / (1 - self.b1**n)
         self.m[rows] = self.b1 * self.m[rows] + (1 - self.b1) * g
         self.v[rows] = self.b2 * self.v[rows] + (1 - self.b2) * g * g
         denom = self.v[rows]

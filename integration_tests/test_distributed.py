@@ -52,9 +52,9 @@ four_devices = pytest.mark.skipif(
 )
 
 
-def _fit(x, y):
+def _fit(x, y, **kwargs):
     model = embedding_model()
-    model.compile(optimizer=LazyAdam(0.02), loss="mse")
+    model.compile(optimizer=LazyAdam(0.02, **kwargs), loss="mse")
     model.fit(x, y, batch_size=BATCH, epochs=2, shuffle=False, verbose=0)
     return model
 
@@ -66,12 +66,12 @@ def _assert_lazy(model):
     assert not m[UNUSED].any() and not v[UNUSED].any()
 
 
-def _jax_distributed(distribution):
+def _jax_distributed(distribution, **kwargs):
     x, y = make_data(6 * BATCH)
-    single = _fit(x, y)
+    single = _fit(x, y, **kwargs)
     keras.distribution.set_distribution(distribution)
     try:
-        model = _fit(x, y)
+        model = _fit(x, y, **kwargs)
     finally:
         keras.distribution.set_distribution(None)
     for a, b in zip(model.get_weights(), single.get_weights()):
@@ -92,18 +92,27 @@ def test_jax_data_parallel_matches_one_device():
 
 @jax_only
 @four_devices
-def test_jax_model_parallel_table_sharded_by_rows():
+@pytest.mark.parametrize("step_mode", ["global", "catch_up"])
+def test_jax_model_parallel_table_sharded_by_rows(step_mode):
     mesh = keras.distribution.DeviceMesh((2, 2), ["batch", "model"], _devices()[:4])
     layout_map = keras.distribution.LayoutMap(mesh)
     layout_map["table/embeddings"] = ("model", None)
     model = _jax_distributed(
-        keras.distribution.ModelParallel(layout_map=layout_map, batch_dim_name="batch")
+        keras.distribution.ModelParallel(layout_map=layout_map, batch_dim_name="batch"),
+        step_mode=step_mode,
     )
     # Each device holds half of the rows, of the table and of its slots.
     table = table_of(model)
     for value in [table.value] + [model.optimizer.get_slot(table, s).value for s in "mv"]:
         shapes = {shard.data.shape for shard in value.addressable_shards}
         assert shapes == {(ROWS // 2, value.shape[1])}
+    if step_mode != "global":
+        # The row counter (one per row) follows its table's rows.
+        row_step = model.optimizer.get_slot(table, "row_step")
+        shapes = {shard.data.shape for shard in row_step.value.addressable_shards}
+        assert shapes == {(ROWS // 2,)}
+        counts = to_numpy(row_step)
+        assert not counts[UNUSED].any() and counts[:USED].min() >= 1
 
 
 SCRIPT = """

@@ -24,6 +24,12 @@ CASES = {
     # (layer, optimizer kwargs)
     "drop-in-layer": (Embedding, {}),
     "stock-layer-amsgrad": (keras.layers.Embedding, {"amsgrad": True}),
+    # issue 10: the row_step slot is saved and restored with the others
+    "drop-in-layer-catch_up": (Embedding, {"step_mode": "catch_up"}),
+    "stock-layer-per_row-amsgrad": (
+        keras.layers.Embedding,
+        {"step_mode": "per_row", "amsgrad": True},
+    ),
 }
 
 
@@ -52,6 +58,8 @@ def test_save_load_continue_equals_uninterrupted(case, tmp_path):
     assert type(loaded.optimizer) is LazyAdam
     assert loaded.optimizer.get_config() == first.optimizer.get_config()
     slots = ("m", "v", "vhat") if kwargs.get("amsgrad") else ("m", "v")
+    if kwargs.get("step_mode", "global") != "global":
+        slots += ("row_step",)
     assert [v.path for v in loaded.optimizer.variables] == [
         v.path for v in first.optimizer.variables
     ]

@@ -146,11 +146,11 @@ def main(argv=None):
     parser.add_argument("--items", type=int, default=50_000)
     parser.add_argument("--dim", type=int, default=16)
     parser.add_argument("--zipf", type=float, default=1.05)
-    parser.add_argument("--examples", type=int, default=300_000)
+    parser.add_argument("--examples", type=int, default=200_000)
     parser.add_argument("--held-out", type=int, default=100_000)
-    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--batch", type=int, default=1024)
-    parser.add_argument("--lr", type=float, default=0.003)
+    parser.add_argument("--lr", type=float, default=0.005)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--out", default=os.path.join(HERE, "results", "step_mode"))
     args = parser.parse_args(argv)
@@ -174,7 +174,8 @@ def main(argv=None):
         print(f"\nExcess held-out BCE over Bayes, {label}, mean over seeds {args.seeds}:")
         print(f"{'optimizer':12s}" + "".join(f"{p:>16s}" for p in panels))
         for name in OPTIMIZERS:
-            curves = np.array([[[e[p] for p in panels] for e in c] for c in results[name]["curves"]])
+            runs = results[name]["curves"]
+            curves = np.array([[[e[p] for p in panels] for e in c] for c in runs])
             value = curves[:, -1] if pick == -1 else curves[:, 1:].min(axis=1)
             print(f"{name:12s}" + "".join(f"{x:16.4f}" for x in value.mean(axis=0)))
 

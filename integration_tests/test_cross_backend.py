@@ -1,7 +1,8 @@
 """Workflow 2 (across backends): a `.keras` file saved under each backend
-loads under each other one with its optimizer state (iterations, m, v, vhat)
-intact, and training continues to the weights the saving backend reaches
-(rtol 1e-5, atol 1e-6: the backends' float32 kernels round differently).
+loads under each other one with its optimizer state (iterations, m, v, vhat,
+or row_step with step_mode="catch_up") intact, and training continues to
+the weights the saving backend reaches (rtol 1e-5, atol 1e-6: the
+backends' float32 kernels round differently).
 
 Needs all three backends in one environment: `tox -e integration-cross`.
 Each backend runs in its own subprocess.
@@ -40,16 +41,19 @@ def state(opt):
     return {{v.path: a for v, a in zip(opt.variables, optimizer_state(opt))}}
 
 out = {{}}
+variants = {variants!r}
 if mode == "save":
-    model = embedding_model()
-    model.compile(optimizer=LazyAdam(0.02, amsgrad=True), loss="mse")
-    model.fit(x[first], y[first], **fit)
-    model.save(f"{{folder}}/{{backend}}.keras")
-    np.savez(f"{{folder}}/{{backend}}_state.npz", **state(model.optimizer))
-    model.fit(x[rest], y[rest], **fit)
-    np.savez(f"{{folder}}/{{backend}}_final.npz", *model.get_weights())
+    for suffix, kwargs in variants.items():
+        name = backend + suffix
+        model = embedding_model()
+        model.compile(optimizer=LazyAdam(0.02, **kwargs), loss="mse")
+        model.fit(x[first], y[first], **fit)
+        model.save(f"{{folder}}/{{name}}.keras")
+        np.savez(f"{{folder}}/{{name}}_state.npz", **state(model.optimizer))
+        model.fit(x[rest], y[rest], **fit)
+        np.savez(f"{{folder}}/{{name}}_final.npz", *model.get_weights())
 else:
-    for source in {sources!r}:
+    for source in [b + suffix for b in {sources!r} for suffix in variants]:
         model = keras.models.load_model(f"{{folder}}/{{source}}.keras")
         saved = dict(np.load(f"{{folder}}/{{source}}_state.npz"))
         mine = state(model.optimizer)
@@ -71,7 +75,7 @@ print(json.dumps(out))
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
     folder = tmp_path_factory.mktemp("cross")
-    code = SCRIPT.format(here=HERE, mode="save", folder=str(folder), sources=[])
+    code = SCRIPT.format(here=HERE, mode="save", folder=str(folder), sources=[], variants=VARIANTS)
     run_many([(code, backend) for backend in BACKENDS], cwd=folder)
     return folder
 
@@ -81,24 +85,30 @@ def loaded(folder):
     jobs = []
     for backend in BACKENDS:
         others = [b for b in BACKENDS if b != backend]
-        code = SCRIPT.format(here=HERE, mode="load", folder=str(folder), sources=others)
+        code = SCRIPT.format(
+            here=HERE, mode="load", folder=str(folder), sources=others, variants=VARIANTS
+        )
         jobs.append((code, backend))
     return dict(zip(BACKENDS, run_many(jobs, cwd=folder)))
 
 
 PAIRS = [p for p in itertools.permutations(BACKENDS, 2)]
+# file suffix -> LazyAdam kwargs; "_catch_up" carries the row_step slot (issue 10)
+VARIANTS = {"": {"amsgrad": True}, "_catch_up": {"step_mode": "catch_up"}}
+SLOTS = {"": ["m", "v", "vhat"], "_catch_up": ["m", "v", "row_step"]}
 
 
+@pytest.mark.parametrize("suffix", sorted(VARIANTS), ids=["amsgrad", "catch_up"])
 @pytest.mark.parametrize("saver,loader", PAIRS, ids=[f"{a}-to-{b}" for a, b in PAIRS])
-def test_load_under_another_backend_and_continue(saver, loader, folder, loaded):
-    result = loaded[loader][saver]
+def test_load_under_another_backend_and_continue(saver, loader, suffix, folder, loaded):
+    result = loaded[loader][saver + suffix]
     assert result["class"] == "LazyAdam"
-    assert result["slots"] == ["m", "v", "vhat"]
+    assert result["slots"] == SLOTS[suffix]
     assert result["paths"], "optimizer variable paths differ"
-    assert result["mismatch"] == []  # iterations, lr, m, v, vhat bit for bit
+    assert result["mismatch"] == []  # iterations, lr, m, v, vhat / row_step bit for bit
     assert result["iterations"] == 6
-    expected = np.load(folder / f"{saver}_final.npz")
-    got = np.load(folder / f"{saver}_on_{loader}.npz")
+    expected = np.load(folder / f"{saver}{suffix}_final.npz")
+    got = np.load(folder / f"{saver}{suffix}_on_{loader}.npz")
     assert len(got.files) == len(expected.files) == 5
     for key in expected.files:
         np.testing.assert_allclose(got[key], expected[key], rtol=1e-5, atol=1e-6)

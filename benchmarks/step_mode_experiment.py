@@ -148,10 +148,10 @@ def main(argv=None):
     parser.add_argument("--zipf", type=float, default=1.05)
     parser.add_argument("--examples", type=int, default=200_000)
     parser.add_argument("--held-out", type=int, default=100_000)
-    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--batch", type=int, default=1024)
     parser.add_argument("--lr", type=float, default=0.005)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--out", default=os.path.join(HERE, "results", "step_mode"))
     args = parser.parse_args(argv)
 

@@ -351,3 +351,23 @@ def test_dense_every_row_is_keras_adam():
         results[name] = numpy(variable)
     for mode in MODES:
         np.testing.assert_allclose(results[mode], results["adam"], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_tfa_state_loads_with_row_counters(mode):
+    """tfa kept no row counter: rows it updated (non-zero v) count as
+    updated at the last step, and as often as the global step."""
+    from keras_lazyadam import load_tfa_weights
+
+    table = keras.Variable(np.zeros((5, 2), "float32"))
+    m = np.zeros((5, 2), "float32")
+    v = np.zeros((5, 2), "float32")
+    m[[1, 3]], v[[1, 3]] = 0.5, 0.25
+    optimizer = LazyAdam(0.1, step_mode=mode)
+    load_tfa_weights(optimizer, [np.int64(40), m, v], [table])
+    counts = numpy(optimizer.get_slot(table, "row_step"))
+    np.testing.assert_array_equal(counts, [0, 40, 0, 40, 0])
+    # "catch_up": row 1 comes back at step 41 with nothing to catch up.
+    optimizer.apply([sparse_gradient([1], np.ones((1, 2), "float32"), (5, 2))], [table])
+    m_after = numpy(optimizer.get_slot(table, "m"))[1]
+    np.testing.assert_allclose(m_after, 0.9 * 0.5 + 0.1, rtol=1e-6)

@@ -181,7 +181,8 @@ def main(argv=None):
 
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out + ".json", "w") as f:
-        json.dump({"args": vars(args), "buckets": sizes, "results": results}, f, indent=1)
+        config = dict(vars(args), out=os.path.relpath(args.out, os.path.dirname(HERE)))
+        json.dump({"args": config, "buckets": sizes, "results": results}, f, indent=1)
     plot(results, args, args.out + ".png")
     print(f"\nwrote {args.out}.png and {args.out}.json")
 

@@ -129,7 +129,7 @@ from keras_lazyadam import LazyAdam
 x, y = make_data(6 * BATCH)
 def fit():
     model = embedding_model()
-    model.compile(optimizer=LazyAdam(0.02), loss="mse")
+    model.compile(optimizer=LazyAdam(0.02, step_mode={step_mode!r}), loss="mse")
     data = tf.data.Dataset.from_tensor_slices((x, y)).batch(BATCH)
     model.fit(data, epochs=2, verbose=0)
     return model
@@ -141,6 +141,8 @@ with strategy.scope():
 out = {{"replicas": strategy.num_replicas_in_sync}}
 for name, model in (("single", single), ("mirrored", mirrored)):
     np.savez(f"{{name}}.npz", *model.get_weights(), *table_state(model)[1:])
+    if {step_mode!r} != "global":
+        np.save(f"{{name}}_row_step.npy", table_state(model, ["row_step"])[1])
 print(json.dumps(out))
 """
 
@@ -149,8 +151,9 @@ print(json.dumps(out))
     BACKEND != "tensorflow",
     reason="tf.distribute.MirroredStrategy is TensorFlow's engine (run in the TF env)",
 )
-def test_tf_mirrored_strategy_matches_one_device(tmp_path):
-    out = run_python(SCRIPT.format(here=HERE), "tensorflow", cwd=tmp_path)
+@pytest.mark.parametrize("step_mode", ["global", "catch_up"])
+def test_tf_mirrored_strategy_matches_one_device(step_mode, tmp_path):
+    out = run_python(SCRIPT.format(here=HERE, step_mode=step_mode), "tensorflow", cwd=tmp_path)
     assert out["replicas"] == 2
     single, mirrored = np.load(tmp_path / "single.npz"), np.load(tmp_path / "mirrored.npz")
     for key in single.files:
@@ -161,3 +164,7 @@ def test_tf_mirrored_strategy_matches_one_device(tmp_path):
     np.testing.assert_array_equal(table[UNUSED], init[UNUSED])
     assert not m[UNUSED].any() and not v[UNUSED].any()
     assert (table[:USED] != init[:USED]).any(axis=1).all()
+    if step_mode != "global":
+        counts = np.load(tmp_path / "mirrored_row_step.npy")
+        np.testing.assert_array_equal(counts, np.load(tmp_path / "single_row_step.npy"))
+        assert not counts[UNUSED].any() and counts[:USED].min() >= 1

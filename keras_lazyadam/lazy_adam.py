@@ -3,6 +3,7 @@
 import warnings
 
 import keras
+import numpy as np
 from keras import ops
 
 from keras_lazyadam import backend
@@ -132,7 +133,6 @@ class LazyAdam(TfaOptimizerAPI, backend.OptimizerMixin, keras.optimizers.Optimiz
         self.decay = validation.non_negative("decay", decay)
         self.amsgrad = validation.boolean("amsgrad", amsgrad)
         self.skip_zero_rows = validation.boolean("skip_zero_rows", skip_zero_rows)
-        self._extra_slots = {}  # tfa's `add_slot`
 
     def build(self, var_list):
         """Creates the slots `m`, `v` (and `vhat` with `amsgrad`) per variable."""
@@ -172,6 +172,8 @@ class LazyAdam(TfaOptimizerAPI, backend.OptimizerMixin, keras.optimizers.Optimiz
         """`(gradient to apply, checked row indices or None)`, before any write."""
         if gradient is None:
             return None, None
+        if isinstance(gradient, np.ndarray):
+            gradient = ops.convert_to_tensor(gradient)
         slices = backend.to_sparse_rows(gradient, variable)
         if slices is None:
             validation.check_gradient(variable, gradient.shape, gradient.dtype)
@@ -280,6 +282,13 @@ class LazyAdam(TfaOptimizerAPI, backend.OptimizerMixin, keras.optimizers.Optimiz
     _coalesce = staticmethod(sparse.coalesce)
 
     def get_config(self):
+        for name in ("beta_1", "beta_2"):
+            if callable(getattr(self, name)):
+                raise ValueError(
+                    f"`{name}` is a callable, which a saved file cannot hold "
+                    "(loading it would fail). Pass a float to save this "
+                    f"optimizer. Received: {name}={getattr(self, name)!r}"
+                )
         config = super().get_config()
         config.update(
             {

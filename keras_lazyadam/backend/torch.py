@@ -5,20 +5,37 @@ import math
 import torch
 from torch.optim.adam import adam as functional_adam
 
+_OTHER_SPARSE = (torch.sparse_csr, torch.sparse_csc, torch.sparse_bsr, torch.sparse_bsc)
+
 
 def to_sparse_rows(grad, variable):
-    if not (isinstance(grad, torch.Tensor) and grad.layout == torch.sparse_coo):
+    if not isinstance(grad, torch.Tensor) or grad.layout == torch.strided:
         return None
-    # `_indices()`/`_values()` are the documented accessors of an uncoalesced
-    # tensor (`indices()` would force a coalesce we do ourselves).
+    name = getattr(variable, "path", None) or variable.name
+    if grad.layout in _OTHER_SPARSE:
+        raise TypeError(
+            f"The gradient of {name!r} must be dense or sparse COO. Received: "
+            f"layout={grad.layout}; convert it with `.to_sparse_coo()`."
+        )
+    # `_indices()`/`_values()` are the accessors of an uncoalesced tensor
+    # (`indices()` would force a coalesce, which LazyAdam does itself).
     indices, values = grad._indices(), grad._values()
     rows = indices[0]
     if grad.sparse_dim() > 1:
+        sizes = torch.tensor(grad.shape[1 : grad.sparse_dim()], device=indices.device)
+        inner = indices[1:]
+        bad = ((inner < 0) | (inner >= sizes[:, None])).any(0)
+        if bool(bad.any()):
+            raise ValueError(
+                f"Element indices of the gradient of {name!r} must be inside "
+                f"the variable's shape {tuple(grad.shape)}. Received: "
+                f"{indices[:, bad][:, :5].T.tolist()}"
+            )
         # Element-sparse (or partly): each entry becomes a row slice.
         row_shape = grad.shape[1:]
         expanded = values.new_zeros((rows.shape[0],) + tuple(row_shape))
         position = torch.arange(rows.shape[0], device=rows.device)
-        expanded[(position,) + tuple(indices[1:])] = values
+        expanded[(position,) + tuple(inner)] = values
         values = expanded
     return rows, values
 

@@ -107,6 +107,12 @@ class LazyAdam(TfaOptimizerAPI, backend.OptimizerMixin, keras.optimizers.Optimiz
         **kwargs,
     ):
         if "lr" in kwargs:
+            if learning_rate != 0.001:
+                raise ValueError(
+                    "Pass `learning_rate` or its deprecated alias `lr`, not "
+                    f"both. Received: learning_rate={learning_rate}, "
+                    f"lr={kwargs['lr']}"
+                )
             warnings.warn(
                 "The `lr` argument is deprecated, use `learning_rate` instead.",
                 DeprecationWarning,
@@ -116,10 +122,10 @@ class LazyAdam(TfaOptimizerAPI, backend.OptimizerMixin, keras.optimizers.Optimiz
         super().__init__(
             learning_rate=validation.learning_rate(learning_rate),
             name=name,
-            weight_decay=weight_decay,
-            clipnorm=clipnorm,
-            clipvalue=clipvalue,
-            global_clipnorm=global_clipnorm,
+            weight_decay=validation.optional_non_negative("weight_decay", weight_decay),
+            clipnorm=validation.optional_non_negative("clipnorm", clipnorm),
+            clipvalue=validation.optional_non_negative("clipvalue", clipvalue),
+            global_clipnorm=validation.optional_non_negative("global_clipnorm", global_clipnorm),
             use_ema=use_ema,
             ema_momentum=ema_momentum,
             ema_overwrite_frequency=ema_overwrite_frequency,

@@ -46,6 +46,27 @@ BAD_ARGUMENTS = [
     ),
     dict(testcase_name="negative_decay", kwargs=dict(decay=-1.0), match="`decay` must be >= 0"),
     dict(testcase_name="unknown_keyword", kwargs=dict(momentum=0.9), match="not recognized"),
+    dict(
+        testcase_name="nan_lr",
+        kwargs=dict(learning_rate=float("nan")),
+        match="`learning_rate` must be finite",
+    ),
+    dict(
+        testcase_name="inf_epsilon",
+        kwargs=dict(epsilon=float("inf")),
+        match="`epsilon` must be finite",
+    ),
+    dict(
+        testcase_name="negative_weight_decay",
+        kwargs=dict(weight_decay=-0.1),
+        match="`weight_decay` must be >= 0",
+    ),
+    dict(
+        testcase_name="negative_clipnorm",
+        kwargs=dict(clipnorm=-1.0),
+        match="`clipnorm` must be >= 0",
+    ),
+    dict(testcase_name="lr_and_alias", kwargs=dict(learning_rate=0.1, lr=0.5), match="not both"),
 ]
 
 

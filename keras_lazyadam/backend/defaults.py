@@ -56,6 +56,7 @@ def coalesce(indices, values, num_rows):
     The default sorts (static shapes): the runs of equal indices number the
     slots 0 .. k-1, and slots k .. n-1 are spare.
     """
+    indices = ops.cast(indices, "int32")  # checked rows: no value is lost
     n = ops.shape(indices)[0]
     # Rows that `check_rows` marked out of range (compiled code) add nothing.
     valid = ops.less(indices, num_rows)

@@ -28,7 +28,7 @@ def to_sparse_rows(grad, variable):
     # out of range, so every row write drops it, and `check_rows` lets it
     # through; an entry at the shape with a value is an error as any other.
     at_shape = jnp.all(grad.indices == jnp.asarray(grad.shape[: grad.n_sparse]), axis=1)
-    zero = jnp.all((values == 0).reshape(n, -1), axis=1)
+    zero = jnp.all(values == 0, axis=tuple(range(1, values.ndim)))
     padding = at_shape & zero
     bad = jnp.zeros(n, bool)
     inner = []
@@ -88,7 +88,7 @@ def coalesce(indices, values, num_rows):
     bit for bit, as the sorted order on the CPU (scatter-adds run in
     position order there).
     """
-    n = indices.shape[0]
+    n, indices = indices.shape[0], indices.astype(jnp.int32)  # checked rows
     position = jnp.arange(n, dtype=jnp.int32)
     winner = jnp.zeros(num_rows, jnp.int32).at[indices].set(position, mode="drop")
     slot = jnp.take(winner, indices, mode="fill", fill_value=n)

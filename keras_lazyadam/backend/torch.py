@@ -47,7 +47,8 @@ def sparse_gradient(indices, values, shape):
 
 def check_rows(indices, num_rows, name):
     # One device-to-host sync on GPU, as torch's own sparse optimizers pay.
-    if indices.numel() and (indices.min() < 0 or indices.max() >= num_rows):
+    low, high = torch.aminmax(indices) if indices.numel() else (0, 0)
+    if low < 0 or high >= num_rows:
         bad = indices[(indices < 0) | (indices >= num_rows)][:5].tolist()
         raise ValueError(
             f"Row indices of the gradient of {name!r} must be in [0, {num_rows}). Received: {bad}"
@@ -57,7 +58,7 @@ def check_rows(indices, num_rows, name):
 
 def sum_rows(values, segments, num_segments):
     out = values.new_zeros((num_segments,) + tuple(values.shape[1:]))
-    return out.index_add_(0, segments.long(), values)
+    return out.index_add_(0, segments, values)
 
 
 def coalesce(indices, values, num_rows):
@@ -137,13 +138,13 @@ _FUSED_DTYPES = (torch.float32,)
 
 
 def gather_rows(variable, indices):
-    return _tensor(variable).index_select(0, indices.long())
+    return _tensor(variable).index_select(0, indices)
 
 
 @torch.no_grad()
 def scatter_rows(optimizer, variable, indices, rows):
     tensor = _tensor(variable)
-    tensor.index_copy_(0, indices.long(), rows.to(tensor.dtype))
+    tensor.index_copy_(0, indices, rows.to(tensor.dtype))
 
 
 def compute_gradients(loss, var_list, tape=None):
@@ -159,5 +160,8 @@ def compute_gradients(loss, var_list, tape=None):
 
 
 def embedding_lookup(table, ids, sparse):
+    # As `keras.ops.take` on torch: -1 wraps to the last row, once.
+    ids = ids.long()
+    ids = torch.where(ids < 0, ids + table.shape[0], ids)
     # sparse=True makes the table's `.grad` a sparse COO tensor.
-    return torch.nn.functional.embedding(ids.long(), _tensor(table), sparse=sparse)
+    return torch.nn.functional.embedding(ids, _tensor(table), sparse=sparse)

@@ -171,7 +171,7 @@ class LazyAdam(TfaOptimizerAPI, backend.OptimizerMixin, keras.optimizers.Optimiz
         checked = [rows for _, rows in prepared if rows is not None]
         # Every write of the step (other variables, the iteration count)
         # waits for every row check: a step that raises changes nothing.
-        with backend.after(checked):
+        with backend.after(checked, list(self.variables) + variables):
             return super().apply([g for g, _ in prepared], trainable_variables)
 
     def _prepare(self, gradient, variable):

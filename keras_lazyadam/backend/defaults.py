@@ -37,9 +37,10 @@ def check_rows(indices, num_rows, name):
     return indices
 
 
-def after(tensors):
-    """A context whose new ops run after `tensors` (the checked indices),
-    so that a failed check leaves the whole step unapplied."""
+def after(tensors, variables):
+    """A context in which every write to `variables` (all that the step may
+    write) runs after `tensors` (the checked indices), so that a failed check
+    leaves the whole step unapplied."""
     return contextlib.nullcontext()
 
 

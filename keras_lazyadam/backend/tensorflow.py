@@ -1,5 +1,7 @@
 """TensorFlow half of LazyAdam: `tf.IndexedSlices` in, scatters out."""
 
+import contextlib
+
 import keras
 import tensorflow as tf
 
@@ -125,6 +127,25 @@ def scatter_rows(optimizer, variable, indices, rows):
         keep = indices < target.shape[0]
         indices, rows = tf.boolean_mask(indices, keep), tf.boolean_mask(rows, keep)
     optimizer.assign(variable, tf.IndexedSlices(rows, indices))
+
+
+def after(tensors, variables):
+    if not tensors or tf.executing_eagerly():
+        return contextlib.nullcontext()  # eager checks have raised already
+    return _after_in_graph(tensors, variables)
+
+
+@contextlib.contextmanager
+def _after_in_graph(tensors, variables):
+    # Control dependencies reach only the ops built here that take no input
+    # built here; Keras' own writes (the iteration count) may take none. So
+    # each variable is also read here, after the checks: tf.function's
+    # automatic control dependencies order every later write to a variable
+    # after its earlier reads, and so after the checks.
+    with tf.control_dependencies(tensors):
+        for variable in variables:
+            _tf_variable(variable).read_value()
+        yield
 
 
 def compute_gradients(loss, var_list, tape=None):

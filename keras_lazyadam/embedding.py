@@ -35,8 +35,6 @@ class LazyEmbedding(keras.layers.Embedding):
             return super().call(inputs)
         if inputs.dtype != "int32" and inputs.dtype != "int64":
             inputs = ops.cast(inputs, "int32")
-        # As `keras.layers.Embedding` (through `ops.take`): -1 is the last row.
-        inputs = ops.where(inputs < 0, inputs + self.input_dim, inputs)
         table = self.embeddings
         outputs = backend.embedding_lookup(table, inputs, sparse=marks.takes_sparse(table))
         return ops.cast(outputs, dtype=self.compute_dtype)

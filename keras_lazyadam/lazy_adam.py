@@ -3,6 +3,7 @@
 import warnings
 
 import keras
+import numpy as np
 from keras import ops
 
 from keras_lazyadam import backend
@@ -124,6 +125,12 @@ class LazyAdam(TfaOptimizerAPI, backend.OptimizerMixin, keras.optimizers.Optimiz
         **kwargs,
     ):
         if "lr" in kwargs:
+            if learning_rate != 0.001:
+                raise ValueError(
+                    "Pass `learning_rate` or its deprecated alias `lr`, not "
+                    f"both. Received: learning_rate={learning_rate}, "
+                    f"lr={kwargs['lr']}"
+                )
             warnings.warn(
                 "The `lr` argument is deprecated, use `learning_rate` instead.",
                 DeprecationWarning,
@@ -133,10 +140,10 @@ class LazyAdam(TfaOptimizerAPI, backend.OptimizerMixin, keras.optimizers.Optimiz
         super().__init__(
             learning_rate=validation.learning_rate(learning_rate),
             name=name,
-            weight_decay=weight_decay,
-            clipnorm=clipnorm,
-            clipvalue=clipvalue,
-            global_clipnorm=global_clipnorm,
+            weight_decay=validation.optional_non_negative("weight_decay", weight_decay),
+            clipnorm=validation.optional_non_negative("clipnorm", clipnorm),
+            clipvalue=validation.optional_non_negative("clipvalue", clipvalue),
+            global_clipnorm=validation.optional_non_negative("global_clipnorm", global_clipnorm),
             use_ema=use_ema,
             ema_momentum=ema_momentum,
             ema_overwrite_frequency=ema_overwrite_frequency,
@@ -151,7 +158,6 @@ class LazyAdam(TfaOptimizerAPI, backend.OptimizerMixin, keras.optimizers.Optimiz
         self.amsgrad = validation.boolean("amsgrad", amsgrad)
         self.skip_zero_rows = validation.boolean("skip_zero_rows", skip_zero_rows)
         self.step_mode = validation.step_mode(step_mode)
-        self._extra_slots = {}  # tfa's `add_slot`
 
     def build(self, var_list):
         """Creates the slots `m`, `v` (and `vhat` with `amsgrad`) per variable,
@@ -202,13 +208,15 @@ class LazyAdam(TfaOptimizerAPI, backend.OptimizerMixin, keras.optimizers.Optimiz
         checked = [rows for _, rows in prepared if rows is not None]
         # Every write of the step (other variables, the iteration count)
         # waits for every row check: a step that raises changes nothing.
-        with backend.after(checked):
+        with backend.after(checked, list(self.variables) + variables):
             return super().apply([g for g, _ in prepared], trainable_variables)
 
     def _prepare(self, gradient, variable):
         """`(gradient to apply, checked row indices or None)`, before any write."""
         if gradient is None:
             return None, None
+        if isinstance(gradient, np.ndarray):
+            gradient = ops.convert_to_tensor(gradient)
         slices = backend.to_sparse_rows(gradient, variable)
         if slices is None:
             validation.check_gradient(variable, gradient.shape, gradient.dtype)
@@ -321,6 +329,13 @@ class LazyAdam(TfaOptimizerAPI, backend.OptimizerMixin, keras.optimizers.Optimiz
     _coalesce = staticmethod(sparse.coalesce)
 
     def get_config(self):
+        for name in ("beta_1", "beta_2"):
+            if callable(getattr(self, name)):
+                raise ValueError(
+                    f"`{name}` is a callable, which a saved file cannot hold "
+                    "(loading it would fail). Pass a float to save this "
+                    f"optimizer. Received: {name}={getattr(self, name)!r}"
+                )
         config = super().get_config()
         config.update(
             {

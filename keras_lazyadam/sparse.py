@@ -67,13 +67,13 @@ def coalesce(indices, values, num_rows):
         values: tensor (n, ...), the gradient slice of every index.
         num_rows: the number of rows of the variable.
     """
-    rows, sums = backend.coalesce(ops.cast(indices, "int32"), values, num_rows)
+    rows, sums = backend.coalesce(indices, values, num_rows)
     return SparseRows(rows, sums, num_rows)
 
 
 def unique_rows(indices, values, num_rows):
     """A `SparseRows` for indices known to be unique."""
-    return SparseRows(ops.cast(indices, "int32"), values, num_rows)
+    return SparseRows(indices, values, num_rows)
 
 
 def clip_gradients(grads, clipnorm, global_clipnorm, clipvalue, clip_by_norm):

@@ -3,7 +3,7 @@
 `TfaOptimizerAPI` is mixed into `LazyAdam` so that code written for
 `tfa.optimizers.LazyAdam` keeps running: `minimize`, `get_gradients`,
 `get_slot`, `add_slot`, `get_slot_names`, `add_weight`, `get_weights`,
-`weights` and `variables()`. See also `migration.py` (tfa configs and state).
+`set_weights`, `weights` and `variables()`. See also `migration.py` (tfa configs and state).
 """
 
 from keras import ops
@@ -14,7 +14,8 @@ from keras_lazyadam import upstream
 
 class TfaOptimizerAPI:
     """Keras 2 / tfa methods. Expects the host to keep `self._slots`, a dict
-    from slot name to the list of slot variables (one per variable)."""
+    from slot name to the list of slot variables (one per variable), once
+    built."""
 
     def minimize(self, loss, var_list, tape=None):
         """Computes the gradients of `loss` and applies them.
@@ -55,10 +56,12 @@ class TfaOptimizerAPI:
     def get_slot_names(self):
         """The slot names: `["m", "v"]`, `"vhat"` with `amsgrad`, and
         `"row_step"` with a `step_mode` other than "global"."""
-        names = ["m", "v", "vhat"] if self.amsgrad else ["m", "v"]
+        if self.built:
+            return list(self._slots)
+        names = ["m", "v", "vhat"][: 2 + self.amsgrad]
         if getattr(self, "step_mode", "global") != "global":
             names.append("row_step")
-        return names + sorted({name for _, name in self._extra_slots})
+        return names
 
     def get_slot(self, var, slot_name):
         """Returns the slot variable `slot_name` ("m", "v", "vhat",
@@ -72,9 +75,11 @@ class TfaOptimizerAPI:
             raise ValueError(
                 "The optimizer has no slots yet: call `build(var_list)` or apply gradients first."
             )
-        key = upstream.var_key(self, var)
-        if (key, slot_name) in self._extra_slots:
-            return self._extra_slots[(key, slot_name)]
+        if not hasattr(var, "path"):
+            raise TypeError(
+                "`var` must be one of the variables the optimizer was built "
+                f"for. Received: an object of type {type(var).__name__}"
+            )
         if not upstream.knows_variable(self, var):
             raise ValueError(
                 f"Unknown variable: {var}. This optimizer was built for "
@@ -83,26 +88,48 @@ class TfaOptimizerAPI:
         return self._slots[slot_name][self._get_variable_index(var)]
 
     def add_slot(self, var, slot_name, initializer="zeros"):
-        """Returns slot `slot_name` of `var`, creating it if it is new."""
+        """Returns slot `slot_name` of `var` ("m", "v", "vhat"), as tfa did.
+
+        New slots are refused: Keras 3 would neither save nor restore them
+        with the optimizer.
+        """
+        if slot_name not in ("m", "v", "vhat"):
+            raise ValueError(
+                f"LazyAdam's slots are {self.get_slot_names()}; `add_slot` "
+                f"cannot add {slot_name!r}: Keras 3 optimizers create their "
+                "slots in `build`, and an extra one would not be saved. Keep "
+                "extra per-variable state in a variable of your own."
+            )
         if not self.built:
             raise ValueError(
                 "Call `build(var_list)` before `add_slot`: Keras 3 optimizers "
                 "create their slots when they are built."
             )
-        if slot_name in self._slots:
-            return self.get_slot(var, slot_name)
-        key = (upstream.var_key(self, var), slot_name)
-        if key not in self._extra_slots:
-            self._extra_slots[key] = self.add_variable_from_reference(
-                var, name=slot_name, initializer=initializer
-            )
-        return self._extra_slots[key]
+        return self.get_slot(var, slot_name)
 
     def add_weight(self, name, shape, dtype=None, initializer="zeros", **kwargs):
         """tfa's `add_weight`: an optimizer variable (never trainable)."""
         if kwargs.get("trainable"):
             raise ValueError("Optimizer weights cannot be trainable. Received: trainable=True")
         return self.add_variable(shape, initializer=initializer, dtype=dtype, name=name)
+
+    def set_weights(self, weights):
+        """Sets `variables` from numpy arrays; checks all before writing any."""
+        weights = list(weights)
+        variables = self.variables
+        if len(weights) != len(variables):
+            raise ValueError(
+                f"`set_weights` expects {len(variables)} arrays (this "
+                f"optimizer's `variables`). Received: {len(weights)} arrays"
+            )
+        for variable, value in zip(variables, weights):
+            if tuple(variable.shape) != tuple(getattr(value, "shape", ())):
+                raise ValueError(
+                    f"Optimizer variable {variable.path!r} has shape "
+                    f"{tuple(variable.shape)}. Received: an array of shape "
+                    f"{tuple(getattr(value, 'shape', ()))}"
+                )
+        super().set_weights(weights)
 
     def get_weights(self):
         """The values of `variables` as numpy arrays (iterations first)."""

@@ -46,6 +46,27 @@ BAD_ARGUMENTS = [
     ),
     dict(testcase_name="negative_decay", kwargs=dict(decay=-1.0), match="`decay` must be >= 0"),
     dict(testcase_name="unknown_keyword", kwargs=dict(momentum=0.9), match="not recognized"),
+    dict(
+        testcase_name="nan_lr",
+        kwargs=dict(learning_rate=float("nan")),
+        match="`learning_rate` must be finite",
+    ),
+    dict(
+        testcase_name="inf_epsilon",
+        kwargs=dict(epsilon=float("inf")),
+        match="`epsilon` must be finite",
+    ),
+    dict(
+        testcase_name="negative_weight_decay",
+        kwargs=dict(weight_decay=-0.1),
+        match="`weight_decay` must be >= 0",
+    ),
+    dict(
+        testcase_name="negative_clipnorm",
+        kwargs=dict(clipnorm=-1.0),
+        match="`clipnorm` must be >= 0",
+    ),
+    dict(testcase_name="lr_and_alias", kwargs=dict(learning_rate=0.1, lr=0.5), match="not both"),
 ]
 
 
@@ -157,15 +178,39 @@ def test_tfa_slot_api():
     assert opt.get_slot_names() == ["m", "v", "vhat"]
     assert opt.get_slot(a, "vhat").shape == SHAPE
     assert opt.add_slot(a, "m") is opt.get_slot(a, "m")
-    extra = opt.add_slot(b, "trace", initializer="ones")
-    np.testing.assert_array_equal(numpy(extra), 1.0)
-    assert opt.get_slot(b, "trace") is extra and "trace" in opt.get_slot_names()
+    with pytest.raises(ValueError, match="cannot add 'trace'.*would not be saved"):
+        opt.add_slot(b, "trace", initializer="ones")
     with pytest.raises(ValueError, match="`slot_name` must be one of"):
         opt.get_slot(a, "momentum")
     with pytest.raises(ValueError, match="Unknown variable"):
         opt.get_slot(keras.Variable(np.ones(3)), "m")
+    with pytest.raises(TypeError, match="`var` must be one of the variables.*ndarray"):
+        opt.get_slot(np.ones(SHAPE), "m")
     weight = opt.add_weight("counter", shape=(), dtype="int32")
     assert any(w is weight for w in opt.weights)
+
+
+@pytest.mark.parametrize("bad", ["count", "shape"])
+def test_set_weights_checks_everything_before_writing(bad):
+    opt, (a, b) = _built()
+    opt.apply([dense_gradient(np.ones(SHAPE, "float32")), dense_gradient(np.ones(2, "float32"))])
+    before = opt.get_weights()
+    weights = [w + 1 for w in before]
+    if bad == "count":
+        weights = weights[:-1]
+    else:
+        weights[-1] = np.ones((3,), "float32")  # the last: the others would be written first
+    with pytest.raises(ValueError, match=r"expects \d+ arrays|has shape"):
+        opt.set_weights(weights)
+    for x, y in zip(opt.get_weights(), before):
+        np.testing.assert_array_equal(x, y)
+
+
+def test_callable_beta_is_refused_at_save_time(tmp_path):
+    model = _model(LazyAdam(0.01, beta_1=lambda: 0.8))
+    model.fit(*_data(1), batch_size=8, verbose=0)
+    with pytest.raises(ValueError, match="`beta_1` is a callable, which a saved file cannot hold"):
+        model.save(str(tmp_path / "model.keras"))
 
 
 def test_tfa_weights_api():
@@ -239,7 +284,48 @@ BAD_GRADIENTS = [
         grad=lambda: sparse_gradient([-1], np.ones((1, 2), "float32"), SHAPE),
         match=r"must be in \[0, 6\)",
     ),
+    dict(
+        testcase_name="mismatched_lists",
+        grad=lambda: dense_gradient(np.ones(SHAPE, "float32")),
+        variables=lambda a, b: [b, a, b],
+        match="must have the same length. Received: 2 gradients for 3 variables",
+    ),
 ]
+
+
+def _native(kind):
+    """Malformed native sparse gradients of the (6, 2) variable `a`."""
+    ones = np.ones((2, 2), "float32")
+    if BACKEND == "tensorflow":
+        import tensorflow as tf
+
+        if kind == "float_indices":
+            return tf.IndexedSlices(tf.constant(ones), tf.constant([1.0, 2.7]), SHAPE)
+        if kind == "count_mismatch":
+            return tf.IndexedSlices(tf.constant(ones), tf.constant([1, 2, 3]), SHAPE)
+    if BACKEND == "jax" and kind == "column_out_of_range":
+        from jax.experimental import sparse as jax_sparse
+
+        return jax_sparse.BCOO((np.ones(2, "float32"), np.array([[1, 0], [2, -1]])), shape=SHAPE)
+    if BACKEND == "torch":
+        import torch
+
+        if kind == "column_out_of_range":
+            return torch.sparse_coo_tensor([[1, 2], [0, -1]], np.ones(2, "float32"), SHAPE)
+        if kind == "csr":
+            return torch.ones(SHAPE).to_sparse_csr()
+    pytest.skip(f"no {kind} sparse gradient on {BACKEND}")
+
+
+for kind, match in [
+    ("float_indices", "Row indices of the gradient of 'a' must be integers"),
+    ("count_mismatch", "'a' must have one row index per row of values"),
+    ("column_out_of_range", "Element indices of the gradient of 'a' must be inside"),
+    ("csr", "'a' must be dense or sparse COO.*to_sparse_coo"),
+]:
+    BAD_GRADIENTS.append(
+        dict(testcase_name=kind, grad=lambda kind=kind: _native(kind), match=match)
+    )
 
 
 @pytest.mark.parametrize("case", BAD_GRADIENTS, ids=lambda c: c["testcase_name"])
@@ -248,8 +334,9 @@ def test_bad_gradient_raises_and_changes_nothing(case):
     good = dense_gradient(np.ones(2, "float32"))
     before = [numpy(v) for v in [a, b] + opt.variables]
     # The bad gradient comes second: the first variable must not move either.
+    variables = case.get("variables", lambda a, b: [b, a])(a, b)
     with pytest.raises(Exception, match=case["match"]):
-        opt.apply([good, case["grad"]()], [b, a])
+        opt.apply([good, case["grad"]()], variables)
     after = [numpy(v) for v in [a, b] + opt.variables]
     for x, y in zip(before, after):
         np.testing.assert_array_equal(x, y)

@@ -188,3 +188,21 @@ def test_dense_embedding_gradient_warns_with_the_fix():
     model.compile(optimizer=LazyAdam(0.01), loss="mse")
     with pytest.warns(UserWarning, match="'warned_table/embeddings'.*use_lazy_embedding"):
         model.train_on_batch(*_batch(np.arange(ROWS), 1))
+
+
+@pytest.mark.parametrize("row", [-1, -(ROWS + 1), ROWS], ids=["minus_one", "below", "past_end"])
+def test_lazy_embedding_looks_up_any_id_as_the_stock_layer(row):
+    """Out-of-range ids: whatever `keras.layers.Embedding` does on this backend
+    (wrap -1, raise, or look up NaN), `LazyEmbedding` does too."""
+    stock, lazy = keras.layers.Embedding(ROWS, DIM), LazyEmbedding(ROWS, DIM)
+    stock.build((None, 2))
+    lazy.build((None, 2))
+    lazy.set_weights(stock.get_weights())
+    ids = np.array([[3, row]], "int32")
+    try:
+        expected = numpy(stock(ids))
+    except Exception as error:  # noqa: BLE001 - the same error is expected
+        with pytest.raises(type(error)):
+            lazy(ids)
+        return
+    np.testing.assert_array_equal(numpy(lazy(ids)), expected)

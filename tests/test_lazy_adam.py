@@ -252,3 +252,28 @@ def test_tf_steps_for_xla_keep_static_shapes():
         tf.function(probe, jit_compile=jit)()
     seen["eager"] = tf_backend._building_for_xla()
     assert seen == {"xla": True, "graph": False, "eager": False}
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{}, {"weight_decay": 0.1}, {"amsgrad": True}],
+    ids=["adam", "weight_decay", "amsgrad"],
+)
+@pytest.mark.parametrize("gradient", ["sparse", "dense"])
+def test_schedule_reaching_zero_moves_nothing(kwargs, gradient):
+    """A learning rate of exactly 0 (a schedule decayed to 0): no crash, no move."""
+    schedule = keras.optimizers.schedules.PolynomialDecay(0.1, decay_steps=1, end_learning_rate=0.0)
+    rng = np.random.default_rng(7)
+    variable = keras.Variable(rng.normal(size=SHAPE).astype("float32"))
+    values = rng.normal(size=SHAPE).astype("float32")
+    if gradient == "sparse":
+        grad = sparse_gradient(np.arange(SHAPE[0]), values, SHAPE)
+    else:
+        grad = dense_gradient(values)  # every row touched: torch's fused kernel
+    optimizer = LazyAdam(schedule, **kwargs)
+    optimizer.apply([grad], [variable])  # learning rate 0.1: moves
+    before = numpy(variable)
+    for _ in range(2):  # learning rate 0
+        optimizer.apply([grad], [variable])
+    np.testing.assert_array_equal(numpy(variable), before)
+    assert int(numpy(optimizer.iterations)) == 3

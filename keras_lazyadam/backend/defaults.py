@@ -38,9 +38,10 @@ def check_rows(indices, num_rows, name):
     return indices
 
 
-def after(tensors):
-    """A context whose new ops run after `tensors` (the checked indices),
-    so that a failed check leaves the whole step unapplied."""
+def after(tensors, variables):
+    """A context in which every write to `variables` (all that the step may
+    write) runs after `tensors` (the checked indices), so that a failed check
+    leaves the whole step unapplied."""
     return contextlib.nullcontext()
 
 
@@ -57,6 +58,7 @@ def coalesce(indices, values, num_rows):
     The default sorts (static shapes): the runs of equal indices number the
     slots 0 .. k-1, and slots k .. n-1 are spare.
     """
+    indices = ops.cast(indices, "int32")  # checked rows: no value is lost
     n = ops.shape(indices)[0]
     # Rows that `check_rows` marked out of range (compiled code) add nothing.
     valid = ops.less(indices, num_rows)

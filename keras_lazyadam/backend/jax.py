@@ -15,21 +15,42 @@ from keras_lazyadam import marks
 def to_sparse_rows(grad, variable):
     if not isinstance(grad, jax_sparse.BCOO):
         return _looked_up_rows(grad, variable)
+    name = getattr(variable, "path", None) or variable.name
     if grad.n_batch:
         raise ValueError(
-            "LazyAdam takes BCOO gradients without batch dimensions. "
-            f"Received: n_batch={grad.n_batch}"
+            f"The gradient of {name!r}: LazyAdam takes BCOO gradients without "
+            f"batch dimensions. Received: n_batch={grad.n_batch}"
         )
-    rows = grad.indices[:, 0]
-    values = grad.data
-    if grad.n_sparse > 1:
+    n, num_rows = grad.indices.shape[0], grad.shape[0]
+    rows, values = grad.indices[:, 0], grad.data
+    # BCOO's padding (`nse` larger than needed: `sum_duplicates(nse=...)`)
+    # has every index at the shape and a zero value. As `num_rows + 1` it is
+    # out of range, so every row write drops it, and `check_rows` lets it
+    # through; an entry at the shape with a value is an error as any other.
+    at_shape = jnp.all(grad.indices == jnp.asarray(grad.shape[: grad.n_sparse]), axis=1)
+    zero = jnp.all(values == 0, axis=tuple(range(1, values.ndim)))
+    padding = at_shape & zero
+    bad = jnp.zeros(n, bool)
+    inner = []
+    for axis in range(1, grad.n_sparse):
+        column, size = grad.indices[:, axis], grad.shape[axis]
+        bad = bad | (((column < 0) | (column >= size)) & ~padding)
+        inner.append(jnp.where(padding, 0, column))
+    if not isinstance(bad, jax.core.Tracer) and bool(jnp.any(bad)):
+        raise ValueError(
+            f"Element indices of the gradient of {name!r} must be inside the "
+            f"variable's shape {tuple(grad.shape)}. Received: "
+            f"{grad.indices[bad][:5].tolist()}"
+        )
+    if inner:
         # Element-sparse: every stored element becomes a row slice holding
-        # that one element; coalescing then sums them per row.
-        row_shape = grad.shape[1:]
-        rows_values = jnp.zeros((rows.shape[0],) + tuple(row_shape), values.dtype)
-        inner = tuple(grad.indices[:, i] for i in range(1, grad.n_sparse))
-        values = rows_values.at[(jnp.arange(rows.shape[0]),) + inner].set(values)
-    return rows, values
+        # that one element; coalescing then sums them per row. Under jit a
+        # bad element is dropped (its row marked out of range), never
+        # wrapped or clamped onto another column.
+        rows_values = jnp.zeros((n,) + tuple(grad.shape[1:]), values.dtype)
+        values = rows_values.at[(jnp.arange(n),) + tuple(inner)].set(values)
+        padding = padding | bad
+    return jnp.where(padding, num_rows + 1, rows), values
 
 
 def sparse_gradient(indices, values, shape):
@@ -44,15 +65,15 @@ def check_rows(indices, num_rows, name):
     `num_rows`, which gathers as NaN and is dropped by every scatter, so the
     rest of the step applies and the bad row changes nothing.
     """
-    bad = (indices < 0) | (indices >= num_rows)
+    padding = indices == num_rows + 1  # see `to_sparse_rows`
+    bad = ((indices < 0) | (indices >= num_rows)) & ~padding
     if not isinstance(indices, jax.core.Tracer):
         if bool(jnp.any(bad)):
             raise ValueError(
                 f"Row indices of the gradient of {name!r} must be in "
                 f"[0, {num_rows}). Received: {indices[bad][:5].tolist()}"
             )
-        return indices
-    return jnp.where(bad, num_rows, indices)
+    return jnp.where(bad | padding, num_rows, indices)
 
 
 def coalesce(indices, values, num_rows):
@@ -67,7 +88,7 @@ def coalesce(indices, values, num_rows):
     bit for bit, as the sorted order on the CPU (scatter-adds run in
     position order there).
     """
-    n = indices.shape[0]
+    n, indices = indices.shape[0], indices.astype(jnp.int32)  # checked rows
     position = jnp.arange(n, dtype=jnp.int32)
     winner = jnp.zeros(num_rows, jnp.int32).at[indices].set(position, mode="drop")
     slot = jnp.take(winner, indices, mode="fill", fill_value=n)

@@ -62,69 +62,90 @@ def _building_for_xla():
 def coalesce(indices, values, num_rows):
     if _building_for_xla():
         return defaults.coalesce(indices, values, num_rows)  # sorting wins there
-    # Outside XLA, tf.unique (hash-based) beats sorting. One slot per
-    # position all the same (the unique rows first, then spare slots), so
-    # that the row reads and writes compile once (see `_rows_in_xla`).
+    # Outside XLA, tf.unique (hash-based) beats sorting, and shapes may be
+    # dynamic: exactly one slot per unique row.
     unique, segments = tf.unique(indices)
-    n = tf.shape(indices)[0]
-    sums = tf.math.unsorted_segment_sum(values, segments, n)
-    spare = num_rows + tf.range(tf.size(unique), n)
-    rows = tf.ensure_shape(tf.concat([unique, spare], 0), indices.shape)
-    return rows, sums
+    return unique, tf.math.unsorted_segment_sum(values, segments, tf.size(unique))
 
 
-def after(tensors):
-    """A context in which new ops run after `tensors` (graphs only)."""
-    if not tensors or tf.executing_eagerly():
-        return contextlib.nullcontext()
-    return tf.control_dependencies(tensors)
-
-
-# Row reads and writes run inside XLA. TensorFlow's own gather and scatter
-# kernels on a resource variable switch it to copy-on-read: from then on
-# every dense read (as `keras.layers.Embedding`'s lookup does, every step)
-# copies the whole table, 24 ms for 1M x 64. XLA's accesses leave the
-# variable as it was (and drop writes to the spare rows >= num_rows). Under
-# an outer `jit_compile=True`, these functions are simply inlined.
-
-
-# They take the variable's handle, not the variable: a traced function
-# keeps the variables it was traced with, and those may be gone by the next
-# call. A handle does not show the variable's dtype and shape, so those are
-# passed too: they key the traces.
-
-
-@tf.function(jit_compile=True, autograph=False)
-def _gather_in_xla(handle, indices, dtype, shape):
-    return tf.raw_ops.ResourceGather(resource=handle, indices=indices, dtype=dtype)
+# Row reads and writes must not use TensorFlow's own gather and scatter
+# kernels on a resource variable (`ResourceGather`, `ResourceScatterUpdate`):
+# they switch it to copy-on-read, and from then on every dense read (as
+# `keras.layers.Embedding`'s lookup does, every step) copies the whole table,
+# 24 ms for 1M x 64. So rows are read from a dense read of the variable (no
+# copy while it is not in copy-on-read mode), and written inside XLA, whose
+# scatter updates the variable in place and leaves its mode alone (and drops
+# rows >= num_rows). Under an outer `jit_compile=True` all of this is simply
+# compiled with the rest. A distributed variable (tf.distribute) takes TF's
+# own kernels: its updates go through the strategy.
 
 
 @tf.function(jit_compile=True, autograph=False)
 def _scatter_in_xla(handle, indices, rows, shape):
+    # The variable's handle, not the variable: a traced function keeps the
+    # variables it was traced with, and those may be gone by the next call.
+    # A handle does not show the variable's shape: `shape` keys the traces.
     tf.raw_ops.ResourceScatterUpdate(resource=handle, indices=indices, updates=rows)
 
 
-def _rows_in_xla(variable):
-    # A distributed variable (tf.distribute) takes TF's own kernels: its
-    # updates go through the strategy.
-    return not isinstance(variable, tf.distribute.DistributedValues)
+def _bucket(indices, rows, num_rows):
+    """Pads a dynamic number of rows up to a power of two (spare rows out of
+    range), so that XLA compiles the scatter for a few sizes, not each."""
+    count = tf.size(indices)
+    size = tf.maximum(
+        8,
+        tf.bitwise.left_shift(
+            1,
+            tf.cast(
+                tf.math.ceil(
+                    tf.math.log(tf.cast(tf.maximum(count, 1), tf.float32)) / tf.math.log(2.0)
+                ),
+                tf.int32,
+            ),
+        ),
+    )
+    spare = num_rows + tf.range(size - count, dtype=indices.dtype)
+    padding = tf.zeros(tf.concat([[size - count], tf.shape(rows)[1:]], 0), rows.dtype)
+    return tf.concat([indices, spare], 0), tf.concat([rows, padding], 0)
+
+
+def _distributed(variable):
+    return isinstance(variable, tf.distribute.DistributedValues)
 
 
 def gather_rows(variable, indices):
-    dtype = tf.as_dtype(variable.dtype)  # the stored dtype, not an autocast one
     variable = _tf_variable(variable)
-    if _rows_in_xla(variable):
-        return _gather_in_xla(variable.handle, indices, dtype, tuple(variable.shape))
-    return tf.gather(variable, tf.minimum(indices, variable.shape[0] - 1))
+    if _distributed(variable):
+        return tf.gather(variable, tf.minimum(indices, variable.shape[0] - 1))
+    return tf.gather(tf.convert_to_tensor(variable), indices)  # a dense read
 
 
 def scatter_rows(optimizer, variable, indices, rows):
     target = _tf_variable(variable)
-    if not (_rows_in_xla(target) or _building_for_xla()):
-        # TF's own scatter kernel rejects the spare rows: drop them.
+    if _distributed(target) and not _building_for_xla():
+        # TF's own scatter kernel rejects spare rows: drop them.
         keep = indices < target.shape[0]
         indices, rows = tf.boolean_mask(indices, keep), tf.boolean_mask(rows, keep)
     optimizer.assign(variable, tf.IndexedSlices(rows, indices))
+
+
+def after(tensors, variables):
+    if not tensors or tf.executing_eagerly():
+        return contextlib.nullcontext()  # eager checks have raised already
+    return _after_in_graph(tensors, variables)
+
+
+@contextlib.contextmanager
+def _after_in_graph(tensors, variables):
+    # Control dependencies reach only the ops built here that take no input
+    # built here; Keras' own writes (the iteration count) may take none. So
+    # each variable is also read here, after the checks: tf.function's
+    # automatic control dependencies order every later write to a variable
+    # after its earlier reads, and so after the checks.
+    with tf.control_dependencies(tensors):
+        for variable in variables:
+            _tf_variable(variable).read_value()
+        yield
 
 
 def compute_gradients(loss, var_list, tape=None):
@@ -141,10 +162,13 @@ class OptimizerMixin:
 
     def assign(self, variable, value):
         target = _tf_variable(variable)
-        if not (isinstance(value, tf.IndexedSlices) and _rows_in_xla(target)):
+        if not isinstance(value, tf.IndexedSlices) or _distributed(target):
             return super().assign(variable, value)
+        indices = value.indices
         rows = tf.cast(value.values, tf.as_dtype(variable.dtype))
-        _scatter_in_xla(target.handle, value.indices, rows, tuple(target.shape))
+        if not _building_for_xla():
+            indices, rows = _bucket(indices, rows, target.shape[0])
+        _scatter_in_xla(target.handle, indices, rows, tuple(target.shape))
 
     def _all_reduce_sum_gradients(self, grads_and_vars):
         # Private Keras hook (TFOptimizer): under tf.distribute, gradients

@@ -5,20 +5,37 @@ import math
 import torch
 from torch.optim.adam import adam as functional_adam
 
+_OTHER_SPARSE = (torch.sparse_csr, torch.sparse_csc, torch.sparse_bsr, torch.sparse_bsc)
+
 
 def to_sparse_rows(grad, variable):
-    if not (isinstance(grad, torch.Tensor) and grad.layout == torch.sparse_coo):
+    if not isinstance(grad, torch.Tensor) or grad.layout == torch.strided:
         return None
-    # `_indices()`/`_values()` are the documented accessors of an uncoalesced
-    # tensor (`indices()` would force a coalesce we do ourselves).
+    name = getattr(variable, "path", None) or variable.name
+    if grad.layout in _OTHER_SPARSE:
+        raise TypeError(
+            f"The gradient of {name!r} must be dense or sparse COO. Received: "
+            f"layout={grad.layout}; convert it with `.to_sparse_coo()`."
+        )
+    # `_indices()`/`_values()` are the accessors of an uncoalesced tensor
+    # (`indices()` would force a coalesce, which LazyAdam does itself).
     indices, values = grad._indices(), grad._values()
     rows = indices[0]
     if grad.sparse_dim() > 1:
+        sizes = torch.tensor(grad.shape[1 : grad.sparse_dim()], device=indices.device)
+        inner = indices[1:]
+        bad = ((inner < 0) | (inner >= sizes[:, None])).any(0)
+        if bool(bad.any()):
+            raise ValueError(
+                f"Element indices of the gradient of {name!r} must be inside "
+                f"the variable's shape {tuple(grad.shape)}. Received: "
+                f"{indices[:, bad][:, :5].T.tolist()}"
+            )
         # Element-sparse (or partly): each entry becomes a row slice.
         row_shape = grad.shape[1:]
         expanded = values.new_zeros((rows.shape[0],) + tuple(row_shape))
         position = torch.arange(rows.shape[0], device=rows.device)
-        expanded[(position,) + tuple(indices[1:])] = values
+        expanded[(position,) + tuple(inner)] = values
         values = expanded
     return rows, values
 
@@ -30,7 +47,8 @@ def sparse_gradient(indices, values, shape):
 
 def check_rows(indices, num_rows, name):
     # One device-to-host sync on GPU, as torch's own sparse optimizers pay.
-    if indices.numel() and (indices.min() < 0 or indices.max() >= num_rows):
+    low, high = torch.aminmax(indices) if indices.numel() else (0, 0)
+    if low < 0 or high >= num_rows:
         bad = indices[(indices < 0) | (indices >= num_rows)][:5].tolist()
         raise ValueError(
             f"Row indices of the gradient of {name!r} must be in [0, {num_rows}). Received: {bad}"
@@ -40,7 +58,7 @@ def check_rows(indices, num_rows, name):
 
 def sum_rows(values, segments, num_segments):
     out = values.new_zeros((num_segments,) + tuple(values.shape[1:]))
-    return out.index_add_(0, segments.long(), values)
+    return out.index_add_(0, segments, values)
 
 
 def coalesce(indices, values, num_rows):
@@ -122,13 +140,13 @@ _FUSED_DTYPES = (torch.float32,)
 
 
 def gather_rows(variable, indices):
-    return _tensor(variable).index_select(0, indices.long())
+    return _tensor(variable).index_select(0, indices)
 
 
 @torch.no_grad()
 def scatter_rows(optimizer, variable, indices, rows):
     tensor = _tensor(variable)
-    tensor.index_copy_(0, indices.long(), rows.to(tensor.dtype))
+    tensor.index_copy_(0, indices, rows.to(tensor.dtype))
 
 
 def compute_gradients(loss, var_list, tape=None):
@@ -144,5 +162,8 @@ def compute_gradients(loss, var_list, tape=None):
 
 
 def embedding_lookup(table, ids, sparse):
+    # As `keras.ops.take` on torch: -1 wraps to the last row, once.
+    ids = ids.long()
+    ids = torch.where(ids < 0, ids + table.shape[0], ids)
     # sparse=True makes the table's `.grad` a sparse COO tensor.
-    return torch.nn.functional.embedding(ids.long(), _tensor(table), sparse=sparse)
+    return torch.nn.functional.embedding(ids, _tensor(table), sparse=sparse)

@@ -143,6 +143,13 @@ def embedding_lookup(table, ids, sparse):
     """
     if not sparse:
         return jnp.take(table.value, ids, axis=0)
+    # As jnp.take (and so keras.layers.Embedding): -1 is the last row, an id
+    # past either end reads NaN. Normalised here, once, so that the rows
+    # recorded for LazyAdam are the rows read (an id past an end becomes
+    # `rows`, which every row write drops).
+    rows = table.shape[0]
+    ids = jnp.where(ids < 0, ids + rows, ids)
+    ids = jnp.where((ids < 0) | (ids >= rows), rows, ids)
 
     @jax.custom_vjp
     def lookup(value, ids):

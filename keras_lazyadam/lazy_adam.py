@@ -41,16 +41,14 @@ class LazyAdam(TfaOptimizerAPI, backend.OptimizerMixin, keras.optimizers.Optimiz
     Rows not in `I` keep their value, `m` and `v` bit for bit. A row listed in
     `I` whose summed gradient is zero still counts as touched (as in tfa).
 
-    How this differs from Adam: a dense gradient gets the Adam update, except
-    that by default (`skip_zero_rows=True`) a row of a variable of rank >= 2
-    whose gradient is entirely zero is treated as absent, like a row missing
-    from a sparse gradient. That keeps `model.fit` lazy on backends whose
-    embedding gradients are dense (JAX, torch). Rows that skip steps see their
-    moments decay less often than Adam's would, and the bias correction uses
-    the global step (tfa's rule, `step_mode="global"`; see `step_mode` for
-    the alternatives). With `amsgrad=True`, `vhat = max(vhat, v)` is kept per row
-    and used in place of `v`. Decoupled `weight_decay` applies to the updated
-    rows only.
+    How this differs from Adam: by default (`skip_zero_rows=True`) a row of a
+    dense gradient that is entirely zero is treated as absent, like a row
+    missing from a sparse gradient (this keeps `model.fit` lazy where
+    embedding gradients are dense: JAX, torch). Rows that skip steps see their
+    moments decay less often than Adam's, and the bias correction uses the
+    global step (unless `step_mode` says otherwise). With `amsgrad=True`,
+    `vhat = max(vhat, v)` is kept per row and used in place of `v`. Decoupled
+    `weight_decay` applies to the updated rows only.
 
     Sparse gradients are `tf.IndexedSlices` (TensorFlow), BCOO arrays of
     `jax.experimental.sparse` (JAX) or sparse COO tensors (torch).
@@ -83,22 +81,14 @@ class LazyAdam(TfaOptimizerAPI, backend.OptimizerMixin, keras.optimizers.Optimiz
             gradient_accumulation_steps, name: as in `keras.optimizers.Adam`.
             `weight_decay` decays only the rows being updated; clipping
             norms of sparse gradients are computed from their summed rows.
-        step_mode: How rows that skip steps are treated. `"global"` (the
-            default): tfa's rule above, bit for bit. `"catch_up"`: when a
-            row is updated at step t and was last updated at step t0 (0 if
-            never), its `m` and `v` first decay by `beta_1^(t - t0 - 1)` and
-            `beta_2^(t - t0 - 1)`, as dense Adam's would have with zero
-            gradients on the skipped steps; then the update above. Every
-            row's `m` and `v` then equal dense Adam's on the same gradients
-            (absent rows' gradients zero), seen from its last update, and
-            `vhat` is not decayed. The skipped parameter moves are not
-            replayed: Adam would have kept moving a row whose `m` is
-            non-zero. `"per_row"`: each row counts its own updates n and its
-            bias correction uses n in place of t, so a row's first update is
-            Adam's first update whatever the global step. Both keep one
-            int32 counter per row (slice along axis 0), the slot
-            `"row_step"`: the step of the row's last update (`"catch_up"`)
-            or its number of updates (`"per_row"`).
+        step_mode: How rows that skip steps are treated. `"global"`: tfa's
+            rule above, bit for bit. `"catch_up"`: a row's `m` and `v` first
+            decay as dense Adam's would have over the steps it skipped (the
+            skipped parameter moves are not replayed; `vhat` is not
+            decayed). `"per_row"`: a row's bias correction counts its own
+            updates, so its first update is Adam's first update. Both keep
+            an int32 counter per row, slot `"row_step"`; the maths is in
+            `keras_lazyadam/rule.py`. Defaults to `"global"`.
         lr: Deprecated alias of `learning_rate` (tfa's legacy keyword).
     """
 
@@ -329,13 +319,7 @@ class LazyAdam(TfaOptimizerAPI, backend.OptimizerMixin, keras.optimizers.Optimiz
     _coalesce = staticmethod(sparse.coalesce)
 
     def get_config(self):
-        for name in ("beta_1", "beta_2"):
-            if callable(getattr(self, name)):
-                raise ValueError(
-                    f"`{name}` is a callable, which a saved file cannot hold "
-                    "(loading it would fail). Pass a float to save this "
-                    f"optimizer. Received: {name}={getattr(self, name)!r}"
-                )
+        validation.check_saveable(self, ("beta_1", "beta_2"))
         config = super().get_config()
         config.update(
             {

@@ -138,3 +138,16 @@ def warn_dense_embedding_table(variable):
         "weights included) so that only the rows looked up are updated.",
         stacklevel=4,
     )
+
+
+def check_saveable(optimizer, names):
+    """Refuses callable hyperparameters in a config: a saved file cannot
+    hold them, and loading it would fail."""
+    for name in names:
+        value = getattr(optimizer, name)
+        if callable(value):
+            raise ValueError(
+                f"`{name}` is a callable, which a saved file cannot hold "
+                "(loading it would fail). Pass a float to save this "
+                f"optimizer. Received: {name}={value!r}"
+            )

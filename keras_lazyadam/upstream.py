@@ -29,6 +29,10 @@ PRIVATE_APIS = {
     ("keras.optimizers.Optimizer", "_trainable_variables_indices"): (
         "whether the optimizer was built for a variable (tfa's `get_slot`)"
     ),
+    ("keras.optimizers.Optimizer", "_use_weight_decay"): (
+        "whether `weight_decay` applies to a variable (`exclude_from_weight_decay`), "
+        "which LazyAdam applies itself, to the touched rows"
+    ),
     ("keras.optimizers.Optimizer", "_trainable_variables"): (
         "the variables of `apply(grads)` called without variables"
     ),

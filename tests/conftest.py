@@ -34,6 +34,36 @@ def numpy(x):
     return keras.ops.convert_to_numpy(x)
 
 
+def hyperparameters(lr=0.1, weight_decay=None, amsgrad=False, step=3, step_mode="global"):
+    """`rule.Hyperparameters` of float32 tensors, for tests of the rule."""
+    from keras_lazyadam.rule import Hyperparameters
+
+    t = keras.ops.convert_to_tensor
+    return Hyperparameters(
+        learning_rate=t(lr, "float32"),
+        beta_1=t(0.9, "float32"),
+        beta_2=t(0.999, "float32"),
+        epsilon=t(1e-7, "float32"),
+        step=t(float(step), "float32"),
+        weight_decay_rate=None if weight_decay is None else t(lr * weight_decay, "float32"),
+        amsgrad=amsgrad,
+        step_mode=step_mode,
+        global_step=t(step, "int32") if step_mode == "catch_up" else None,
+    )
+
+
+def apply_step(step, oracle, expected, case_step, shape, dtype):
+    """One ("sparse", ids, values) or ("dense", values) step of a case, to
+    the optimizer under test (`step`) and to the numpy oracle."""
+    kind, *data = case_step
+    if kind == "sparse":
+        step(sparse_gradient(data[0], data[1].astype(dtype), shape))
+        oracle.sparse(expected, data[0], data[1].astype(dtype))
+    else:
+        step(dense_gradient(data[0].astype(dtype)))
+        oracle.dense(expected, data[0].astype(dtype))
+
+
 class Stepper:
     """Applies gradients to one variable, eagerly or compiled.
 

@@ -7,6 +7,7 @@ from numpy_reference import NumpyLazyAdam
 
 from conftest import BACKEND
 from conftest import Stepper
+from conftest import apply_step
 from conftest import dense_gradient
 from conftest import numpy
 from conftest import sparse_gradient
@@ -101,13 +102,8 @@ def test_matches_numpy_oracle(case, compiled):
     oracle_kwargs = {("lr" if k == "learning_rate" else k): v for k, v in kwargs.items()}
     oracle = NumpyLazyAdam(SHAPE, dtype, **oracle_kwargs)
     expected = init.copy()
-    for kind, *data in case["steps"]:
-        if kind == "sparse":
-            step(sparse_gradient(data[0], data[1].astype(dtype), SHAPE))
-            oracle.sparse(expected, data[0], data[1].astype(dtype))
-        else:
-            step(dense_gradient(data[0].astype(dtype)))
-            oracle.dense(expected, data[0].astype(dtype))
+    for case_step in case["steps"]:
+        apply_step(step, oracle, expected, case_step, SHAPE, dtype)
         tol = dict(rtol=1e-10, atol=1e-12) if dtype == "float64" else dict(rtol=2e-5, atol=1e-6)
         np.testing.assert_allclose(numpy(variable), expected, **tol)
         np.testing.assert_allclose(step.slot("m"), oracle.m, **tol)

@@ -5,26 +5,13 @@ import numpy as np
 import pytest
 
 from conftest import BACKEND
+from conftest import hyperparameters
 from conftest import numpy
 from keras_lazyadam import backend
-from keras_lazyadam.rule import Hyperparameters
 from keras_lazyadam.rule import State
 from keras_lazyadam.rule import adam_update
 
 SHAPE = (8, 3)
-
-
-def _hyper(lr, weight_decay=None, amsgrad=False, step=3.0):
-    t = keras.ops.convert_to_tensor
-    return Hyperparameters(
-        learning_rate=t(lr, "float32"),
-        beta_1=t(0.9, "float32"),
-        beta_2=t(0.999, "float32"),
-        epsilon=t(1e-7, "float32"),
-        step=t(step, "float32"),
-        weight_decay_rate=None if weight_decay is None else t(lr * weight_decay, "float32"),
-        amsgrad=amsgrad,
-    )
 
 
 def _arrays(seed):
@@ -39,7 +26,9 @@ def test_masked_rows_come_out_bit_for_bit():
     g[[1, 5]] = 0.0
     touched = np.any(g != 0, axis=1, keepdims=True)
     state = State(*(keras.ops.convert_to_tensor(x) for x in (var, m, v, vhat)))
-    new = adam_update(state, keras.ops.convert_to_tensor(g), _hyper(0.1, 0.1, True), touched)
+    new = adam_update(
+        state, keras.ops.convert_to_tensor(g), hyperparameters(0.1, 0.1, True), touched
+    )
     for before, after in zip((var, m, v, vhat), new):
         np.testing.assert_array_equal(numpy(after)[[1, 5]], before[[1, 5]])
     for before, after in zip((var, m, v), new):  # (vhat = 1.5 v stays)
@@ -49,7 +38,7 @@ def test_masked_rows_come_out_bit_for_bit():
 @pytest.mark.parametrize("dense", [False, True], ids=["sparse_form", "dense_form"])
 def test_rule_is_adam(dense):
     var, m, v, _, g = _arrays(1)
-    hyper = _hyper(0.01)
+    hyper = hyperparameters(0.01)
     state = State(*(keras.ops.convert_to_tensor(x) for x in (var, m, v)))
     new = adam_update(state, keras.ops.convert_to_tensor(g), hyper, True if dense else None)
     m1, v1 = 0.9 * m + 0.1 * g, 0.999 * v + 0.001 * g * g
@@ -64,7 +53,7 @@ def test_rule_is_adam(dense):
 @pytest.mark.parametrize("weight_decay", [None, 0.1], ids=["no_decay", "decay"])
 def test_fused_kernel_agrees_with_the_rule(lr, weight_decay):
     var, m, v, _, g = _arrays(2)
-    hyper = _hyper(lr, weight_decay)
+    hyper = hyperparameters(lr, weight_decay)
     arrays = (var, m, v, None)
     fused = State(*(None if x is None else keras.Variable(x) for x in arrays))
     assert backend.fused_dense_update(fused, keras.ops.convert_to_tensor(g), hyper)
@@ -99,6 +88,8 @@ def test_fused_kernel_declines_what_it_does_not_do_as_the_rule():
     """amsgrad (its max drops NaN) and float64 take the generic rule."""
     g = keras.ops.convert_to_tensor(np.ones(SHAPE, "float32"))
     state = State(*(keras.Variable(np.ones(SHAPE, "float32")) for _ in range(4)))
-    assert not backend.fused_dense_update(state, g, _hyper(0.1, amsgrad=True))
+    assert not backend.fused_dense_update(state, g, hyperparameters(0.1, amsgrad=True))
     state64 = State(*(keras.Variable(np.ones(SHAPE), dtype="float64") for _ in range(3)))
-    assert not backend.fused_dense_update(state64, keras.ops.cast(g, "float64"), _hyper(0.1))
+    assert not backend.fused_dense_update(
+        state64, keras.ops.cast(g, "float64"), hyperparameters(0.1)
+    )

@@ -8,12 +8,13 @@ from numpy_reference import NumpyLazyAdam
 
 from conftest import BACKEND
 from conftest import Stepper
+from conftest import apply_step
 from conftest import dense_gradient
+from conftest import hyperparameters
 from conftest import numpy
 from conftest import sparse_gradient
 from keras_lazyadam import LazyAdam
 from keras_lazyadam import backend
-from keras_lazyadam.rule import Hyperparameters
 from keras_lazyadam.rule import State
 from keras_lazyadam.rule import adam_update
 
@@ -62,16 +63,6 @@ CASES = [
 ]
 
 
-def _apply(step, oracle, expected, case_step, dtype):
-    kind, *data = case_step
-    if kind == "sparse":
-        step(sparse_gradient(data[0], data[1].astype(dtype), SHAPE))
-        oracle.sparse(expected, data[0], data[1].astype(dtype))
-    else:
-        step(dense_gradient(data[0].astype(dtype)))
-        oracle.dense(expected, data[0].astype(dtype))
-
-
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c["testcase_name"])
 def test_matches_numpy_oracle(case, mode, compiled):
@@ -85,7 +76,7 @@ def test_matches_numpy_oracle(case, mode, compiled):
     expected = init.copy()
     tol = dict(rtol=1e-10, atol=1e-12) if dtype == "float64" else dict(rtol=2e-5, atol=1e-6)
     for case_step in case["steps"]:
-        _apply(step, oracle, expected, case_step, dtype)
+        apply_step(step, oracle, expected, case_step, SHAPE, dtype)
         np.testing.assert_allclose(numpy(variable), expected, **tol)
         np.testing.assert_allclose(step.slot("m"), oracle.m, **tol)
         np.testing.assert_allclose(step.slot("v"), oracle.v, **tol)
@@ -166,17 +157,7 @@ def test_masked_rows_and_their_counters_come_out_bit_for_bit(mode):
     row_step = np.array([3, 1, 0, 5, 2, 6], "int32")
     touched = np.any(g != 0, axis=1, keepdims=True)
     t = keras.ops.convert_to_tensor
-    hyper = Hyperparameters(
-        learning_rate=t(0.1, "float32"),
-        beta_1=t(0.9, "float32"),
-        beta_2=t(0.999, "float32"),
-        epsilon=t(1e-7, "float32"),
-        step=t(7.0, "float32"),
-        weight_decay_rate=t(0.01, "float32"),
-        amsgrad=True,
-        step_mode=mode,
-        global_step=t(7, "int32"),
-    )
+    hyper = hyperparameters(0.1, weight_decay=0.1, amsgrad=True, step=7, step_mode=mode)
     state = State(*(t(x) for x in (var, m, v, v * 1.5, row_step)))
     new = adam_update(state, t(g), hyper, touched)
     for before, after in zip((var, m, v, v * 1.5, row_step), new):
@@ -318,16 +299,7 @@ def test_row_step_slot_is_one_counter_per_row():
 @pytest.mark.parametrize("mode", MODES)
 def test_torch_fused_kernel_declines_row_steps(mode):
     t = keras.ops.convert_to_tensor
-    hyper = Hyperparameters(
-        learning_rate=t(0.1, "float32"),
-        beta_1=t(0.9, "float32"),
-        beta_2=t(0.999, "float32"),
-        epsilon=t(1e-7, "float32"),
-        step=t(3.0, "float32"),
-        weight_decay_rate=None,
-        amsgrad=False,
-        step_mode=mode,
-    )
+    hyper = hyperparameters(0.1, step_mode=mode)
     state = State(*(keras.Variable(np.ones(SHAPE, "float32")) for _ in range(3)))
     assert not backend.fused_dense_update(state, t(np.ones(SHAPE, "float32")), hyper)
     assert backend.fused_dense_update(

@@ -10,12 +10,13 @@ import keras
 from jax.experimental import sparse as jax_sparse
 
 from keras_lazyadam import marks
+from keras_lazyadam import validation
 
 
 def to_sparse_rows(grad, variable):
     if not isinstance(grad, jax_sparse.BCOO):
         return _looked_up_rows(grad, variable)
-    name = getattr(variable, "path", None) or variable.name
+    name = validation.name_of(variable)
     if grad.n_batch:
         raise ValueError(
             f"The gradient of {name!r}: LazyAdam takes BCOO gradients without "

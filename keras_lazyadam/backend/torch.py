@@ -5,13 +5,15 @@ import math
 import torch
 from torch.optim.adam import adam as functional_adam
 
+from keras_lazyadam import validation
+
 _OTHER_SPARSE = (torch.sparse_csr, torch.sparse_csc, torch.sparse_bsr, torch.sparse_bsc)
 
 
 def to_sparse_rows(grad, variable):
     if not isinstance(grad, torch.Tensor) or grad.layout == torch.strided:
         return None
-    name = getattr(variable, "path", None) or variable.name
+    name = validation.name_of(variable)
     if grad.layout in _OTHER_SPARSE:
         raise TypeError(
             f"The gradient of {name!r} must be dense or sparse COO. Received: "
@@ -135,7 +137,7 @@ def fused_dense_update(state, gradient, hyper):
 
 
 # Other dtypes take the generic rule: 16-bit ones compute in float32 there,
-# and the fused kernel keeps a float64 amsgrad `vhat` in float32.
+# and float64 is checked against the numpy oracle on that path only.
 _FUSED_DTYPES = (torch.float32,)
 
 

@@ -158,7 +158,7 @@ class LazyAdam(TfaOptimizerAPI, backend.OptimizerMixin, keras.optimizers.Optimiz
         super().build(var_list)
         if not self._inner_of_loss_scaling:
             for variable in var_list:
-                marks.mark_takes_sparse(variable)
+                marks.mark_takes_sparse(variable, self)
         names = ["m", "v", "vhat"] if self.amsgrad else ["m", "v"]
         self._slots = dict(zip(names, self.add_optimizer_variables(var_list, names)))
         if self.step_mode != "global":

@@ -6,17 +6,31 @@ takes them. Both notes are plain attributes of the variable object, so they
 live and die with it.
 """
 
+import weakref
+
+from keras_lazyadam import upstream
+
 _TAKES_SPARSE = "_keras_lazyadam_takes_sparse_gradients"
 _RECORDED_ROWS = "_keras_lazyadam_recorded_rows"
 
 
-def mark_takes_sparse(variable):
-    """Records that `variable`'s optimizer accepts sparse gradients."""
-    setattr(variable, _TAKES_SPARSE, True)
+def mark_takes_sparse(variable, optimizer):
+    """Records that `optimizer` (weakly held) takes sparse gradients for
+    `variable`."""
+    setattr(variable, _TAKES_SPARSE, weakref.ref(optimizer))
 
 
 def takes_sparse(variable):
-    return getattr(variable, _TAKES_SPARSE, False)
+    """Whether `variable`'s gradient may be sparse now: its marking optimizer
+    is alive and, inside a compiled model's call, is that model's optimizer.
+    A model compiled again with another optimizer (or wrapped in loss
+    scaling) gets dense gradients, which every optimizer takes."""
+    owner = getattr(variable, _TAKES_SPARSE, None)
+    owner = owner() if owner is not None else None
+    if owner is None:
+        return False
+    current = upstream.calling_model_optimizer()
+    return current is None or current is owner
 
 
 def record_rows(variable, record):

@@ -108,12 +108,12 @@ def adam_update(state, gradient, hyper, touched=None):
         m = beta_1 * old_m + rate_1 * gradient
         v = beta_2 * old_v + rate_2 * (gradient * gradient)
     else:
-        if touched is not True:
-            # Zero rates leave a skipped row's m and v exactly as they were.
-            rate_1 = ops.where(touched, rate_1, ops.zeros_like(rate_1))
-            rate_2 = ops.where(touched, rate_2, ops.zeros_like(rate_2))
         m = old_m + (gradient - old_m) * rate_1
         v = old_v + (gradient * gradient - old_v) * rate_2
+        if touched is not True:
+            # A select, not zero rates: m + (0 - m) * 0 is NaN where m is Inf.
+            m = ops.where(touched, m, state.m)
+            v = ops.where(touched, v, state.v)
     vhat = _maximum(state.vhat, v) if hyper.amsgrad else None
     var = state.var
     if hyper.weight_decay_rate is not None:
@@ -130,7 +130,7 @@ def adam_update(state, gradient, hyper, touched=None):
 def _row_clock(state, hyper, touched):
     """`(decay of m or None, decay of v or None, step size or None, new
     row_step)` of a step_mode other than "global", per row. Rows that
-    `touched` masks out get a decay of 1 and keep their row_step."""
+    `touched` masks out keep their row_step."""
     counts = state.row_step
     rank = len(state.var.shape)
     mask = None  # over rows, shaped like `counts`
@@ -155,10 +155,6 @@ def _row_clock(state, hyper, touched):
         skipped = _per_row(ops.cast(skipped, dtype), rank)
         decay_1 = ops.power(hyper.beta_1, skipped)
         decay_2 = ops.power(hyper.beta_2, skipped)
-        if mask is not None:
-            # A factor of 1 keeps a skipped row's m and v (Inf included).
-            decay_1 = ops.where(touched, decay_1, ops.ones_like(decay_1))
-            decay_2 = ops.where(touched, decay_2, ops.ones_like(decay_2))
     else:
         raise ValueError(f"Unknown step_mode: {hyper.step_mode!r}")
     if mask is not None:

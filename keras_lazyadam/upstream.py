@@ -41,6 +41,12 @@ PRIVATE_APIS = {
         "sees that and then hands its tables dense gradients, since the "
         "loss-scaling checks do not take torch's sparse tensors"
     ),
+    ("keras.src.backend.common.global_state", "get_global_attribute"): (
+        "its 'current_call_ctx' is the call context of the layer call in "
+        "progress, whose `entry_layer` is the outermost model being called: "
+        "`LazyEmbedding` asks that model's optimizer whether the table's "
+        "gradient may be sparse (no public API names the model being run)"
+    ),
     ("keras.src.backend.tensorflow.optimizer.TFOptimizer", "_all_reduce_sum_gradients"): (
         "overridden on TensorFlow: the cross-replica sum under "
         "tf.distribute, which knows only tensors and IndexedSlices"
@@ -75,3 +81,13 @@ def trainable_variables(optimizer):
 
 def clip_by_norm(optimizer, values):
     return optimizer._clip_by_norm(values)
+
+
+def calling_model_optimizer():
+    """The optimizer compiled into the outermost model being called right
+    now (`model.fit`, `model(x)`), or None outside a model's call or when
+    the model has none."""
+    from keras.src.backend.common import global_state
+
+    context = global_state.get_global_attribute("current_call_ctx")
+    return getattr(getattr(context, "entry_layer", None), "optimizer", None)

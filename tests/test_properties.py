@@ -300,16 +300,6 @@ def _dense_steps(optimizer, variable, *gradients):
     return {"m": numpy(optimizer.variables[2]), "v": numpy(optimizer.variables[3])}
 
 
-@pytest.mark.xfail(
-    BACKEND in ("tensorflow", "jax"),
-    strict=True,
-    reason=(
-        "issue 8: with skip_zero_rows, the masked dense update computes an "
-        "untouched row's m and v as m + (0 - m) * 0, which is NaN where m or "
-        "v is +/-Inf: an untouched row does not keep its slots bit for bit "
-        "(bug, to fix; torch takes the row path and keeps them)"
-    ),
-)
 def test_untouched_rows_keep_infinite_moments():
     """Row 0 gets an Inf gradient (its variable is NaN from then on, its m
     and v Inf); at the next dense step row 0 is all zero, so untouched:
@@ -332,7 +322,8 @@ def test_untouched_rows_keep_infinite_moments():
         "* g^2, so an Inf v stays Inf at a later dense step, where tfa's "
         "kernel (and Keras' Adam) compute v + (g^2 - v) * (1 - beta_2), NaN; "
         "harmless (the variable element is NaN already) but not tfa's "
-        "result (bug, to fix or to document)"
+        "result; documented in the README's bad-input table (a check for "
+        "Inf in v would cost a pass over every fused dense step)"
     ),
 )
 def test_dense_step_on_infinite_moments_is_tfa_s():

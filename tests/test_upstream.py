@@ -11,6 +11,7 @@ import pytest
 from conftest import BACKEND
 from conftest import dense_gradient
 from keras_lazyadam import LazyAdam
+from keras_lazyadam import upstream
 from keras_lazyadam.upstream import PRIVATE_APIS
 
 
@@ -74,6 +75,27 @@ def test_keras_accessors_behave_as_used():
     assert list(optimizer._trainable_variables) == [a, b]
     clipped = keras.ops.convert_to_numpy(optimizer._clip_by_norm(keras.ops.ones((4,)) * 3.0))
     np.testing.assert_allclose(clipped, 0.5, rtol=1e-6)  # norm 6 -> 1
+
+
+def test_calling_model_optimizer_is_the_outermost_models():
+    seen = []
+
+    class Probe(keras.layers.Layer):
+        def call(self, x):
+            seen.append(upstream.calling_model_optimizer())
+            return x
+
+    x = np.ones((1, 2), "float32")
+    outer = keras.Sequential([keras.Sequential([Probe()])])
+    outer(x)
+    assert seen.pop() is None  # not compiled
+    optimizer = keras.optimizers.SGD()
+    outer.compile(optimizer=optimizer, loss="mse")
+    outer(x)
+    assert seen.pop() is optimizer
+    Probe()(x)  # a layer called on its own
+    assert seen.pop() is None
+    assert upstream.calling_model_optimizer() is None  # outside any call
 
 
 @pytest.mark.skipif(

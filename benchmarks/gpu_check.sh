@@ -6,10 +6,11 @@
 #   bash benchmarks/fetch_wheels.sh            # here first: benchmarks/wheels
 #   bash benchmarks/gpu_check.sh [jax] [torch] # on the GPU machine
 #
-# Through the device tool: carry ["benchmarks/wheels"]; one backend per call
-# fits its 10-minute limit (~3-6 min each; set the timeouts below with
-# TEST_TIMEOUT / BENCH_TIMEOUT). Writes logs and JSON under $OUT (default
-# benchmarks/results/gpu). A venv with the system site-packages (the image's
+# Through the device tool: carry ["benchmarks/wheels"]; both backends fit one
+# call of ~8 minutes: the unit tests of every backend at once (TEST_TIMEOUT,
+# default 200 s), then each benchmark alone (BENCH_TIMEOUT 75 s for a step
+# run, FIT_TIMEOUT 60 s for a fit run). Writes logs and JSON under $OUT
+# (default benchmarks/results/gpu). A venv with the system site-packages (the image's
 # torch, JAX, numpy) gets only the carried wheels whose distributions the
 # image lacks (no upgrade of what is there), --no-index --no-deps.
 set -uo pipefail
@@ -49,22 +50,43 @@ print("keras", keras.__version__)
 PY
 
 export PYTHONPATH="$root" JAX_PLATFORMS="${JAX_PLATFORMS:-cuda}" TF_CPP_MIN_LOG_LEVEL=3
+# JAX and torch processes share the GPU: no process takes 75% of it up front.
+export XLA_PYTHON_CLIENT_PREALLOCATE=false
 status=0
-step() {  # name, timeout, command...
+show() {  # name, exit code: the log's tail and the verdict
+  grep -v -i "warning" "$out/$1.log" | tail -"${3:-25}"
+  echo "=== $1: exit $2"
+  [ "$2" -eq 0 ] || status=1
+}
+# 1. The unit tests, every backend at once (each its own pytest process, with
+#    pytest-xdist workers where the image has it): not timed, so they share.
+workers=""
+"$py" -c "import xdist" 2>/dev/null && workers="-n ${TEST_WORKERS:-4}"
+pids=()
+for b in "${backends[@]}"; do
+  KERAS_BACKEND="$b" timeout "${TEST_TIMEOUT:-200}" "$py" -m pytest tests -q -rfE \
+    -p no:cacheprovider $workers > "$out/pytest_$b.log" 2>&1 &
+  pids+=($!)
+done
+for i in "${!backends[@]}"; do
+  wait "${pids[$i]}"
+  show "pytest_${backends[$i]}" $? 30
+done
+# 2. The benchmarks, one process at a time (timed alone on the GPU).
+bench() {  # name, timeout, command...
   local name=$1 limit=$2; shift 2
   echo "=== $name"
   timeout "$limit" "$@" > "$out/$name.log" 2>&1
-  local rc=$?
-  grep -v -i "warning" "$out/$name.log" | tail -40
-  echo "=== $name: exit $rc"
-  [ $rc -eq 0 ] || status=1
+  show "$name" $? 40
 }
 for b in "${backends[@]}"; do
   export KERAS_BACKEND="$b"
-  step "pytest_$b" "${TEST_TIMEOUT:-240}" "$py" -m pytest tests -x -q -p no:cacheprovider
-  step "step_$b" "${BENCH_TIMEOUT:-180}" "$py" benchmarks/bench_step.py --backend "$b" \
+  bench "step_$b" "${BENCH_TIMEOUT:-75}" "$py" benchmarks/bench_step.py --backend "$b" \
     --quick --ids 4096 262144 --out "$out/step_$b.json"
-  step "fit_$b" "${BENCH_TIMEOUT:-180}" "$py" benchmarks/bench_fit.py --backend "$b" \
+done
+for b in "${backends[@]}"; do
+  export KERAS_BACKEND="$b"
+  bench "fit_$b" "${FIT_TIMEOUT:-60}" "$py" benchmarks/bench_fit.py --backend "$b" \
     --quick --out "$out/fit_$b.json"
 done
 echo "gpu_check: $([ $status -eq 0 ] && echo ok || echo FAILED) (${backends[*]})"

@@ -3,6 +3,7 @@
 import math
 
 import torch
+from keras import ops
 from torch.optim.adam import adam as functional_adam
 
 from keras_lazyadam import validation
@@ -21,7 +22,9 @@ def to_sparse_rows(grad, variable):
         )
     # `_indices()`/`_values()` are the accessors of an uncoalesced tensor
     # (`indices()` would force a coalesce, which LazyAdam does itself).
-    indices, values = grad._indices(), grad._values()
+    # On the variable's device (a gradient built on the CPU for a CUDA table).
+    device = _tensor(variable).device
+    indices, values = grad._indices().to(device), grad._values().to(device)
     rows = indices[0]
     if grad.sparse_dim() > 1:
         sizes = torch.tensor(grad.shape[1 : grad.sparse_dim()], device=indices.device)
@@ -43,8 +46,9 @@ def to_sparse_rows(grad, variable):
 
 
 def sparse_gradient(indices, values, shape):
-    indices = torch.as_tensor(indices, dtype=torch.int64)[None, :]
-    return torch.sparse_coo_tensor(indices, torch.as_tensor(values), tuple(shape))
+    values = ops.convert_to_tensor(values)  # on Keras' device, as variables are
+    indices = torch.as_tensor(indices, dtype=torch.int64, device=values.device)[None, :]
+    return torch.sparse_coo_tensor(indices, values, tuple(shape))
 
 
 def check_rows(indices, num_rows, name):

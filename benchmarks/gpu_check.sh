@@ -10,23 +10,24 @@
 # call of ~8 minutes: the unit tests of every backend at once (TEST_TIMEOUT,
 # default 200 s), then each benchmark alone (BENCH_TIMEOUT 75 s for a step
 # run, FIT_TIMEOUT 60 s for a fit run). Writes logs and JSON under $OUT
-# (default benchmarks/results/gpu). A venv with the system site-packages (the image's
-# torch, JAX, numpy) gets only the carried wheels whose distributions the
-# image lacks (no upgrade of what is there), --no-index --no-deps.
+# (default benchmarks/results/gpu). Only the carried wheels whose
+# distributions the image lacks are installed (--no-index --no-deps, into a
+# --target folder): the image's torch, JAX and numpy stay as they are.
 set -uo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 out="${OUT:-$root/benchmarks/results/gpu}"
 wheels="${WHEELS:-$root/benchmarks/wheels}"
-venv="${GPU_VENV:-/tmp/keras-lazyadam-gpu-venv}"
+site="${GPU_SITE:-/tmp/keras-lazyadam-gpu-site}"
 backends=("$@")
 [ ${#backends[@]} -gt 0 ] || backends=(jax torch)
 mkdir -p "$out"
 exec > >(tee -a "$out/gpu_check.log") 2>&1
 
 nvidia-smi || echo "!! no nvidia-smi"
-[ -x "$venv/bin/python" ] || "${PYTHON:-python3}" -m venv --system-site-packages "$venv"
-py="$venv/bin/python"
+# The image's own python3 (a venv of its own holds CUDA torch and JAX): the
+# carried wheels the image lacks go to a --target folder on PYTHONPATH.
+py="${PYTHON:-python3}"
 missing=$("$py" - "$wheels"/*.whl <<'PY'
 import os, sys
 from importlib import metadata
@@ -40,8 +41,10 @@ PY
 )
 if [ -n "$missing" ]; then
   # shellcheck disable=SC2086
-  "$py" -m pip install --no-index --no-deps $missing || { echo "!! wheel install failed"; exit 1; }
+  "$py" -m pip install -q --no-index --no-deps --no-compile --target "$site" $missing \
+    || { echo "!! wheel install failed"; exit 1; }
 fi
+export PYTHONPATH="$root:$site"
 "$py" - <<'PY'
 import jax, keras, torch
 print("torch", torch.__version__, "cuda", torch.cuda.is_available(), torch.version.cuda)
@@ -49,7 +52,7 @@ print("jax", jax.__version__, jax.devices())
 print("keras", keras.__version__)
 PY
 
-export PYTHONPATH="$root" JAX_PLATFORMS="${JAX_PLATFORMS:-cuda}" TF_CPP_MIN_LOG_LEVEL=3
+export JAX_PLATFORMS="${JAX_PLATFORMS:-cuda}" TF_CPP_MIN_LOG_LEVEL=3
 # JAX and torch processes share the GPU: no process takes 75% of it up front.
 export XLA_PYTHON_CLIENT_PREALLOCATE=false
 status=0

@@ -45,7 +45,7 @@ if [ -n "$missing" ]; then
     || { echo "!! wheel install failed"; exit 1; }
 fi
 export PYTHONPATH="$root:$site"
-"$py" - <<'PY'
+KERAS_BACKEND=jax "$py" - <<'PY'
 import jax, keras, torch
 print("torch", torch.__version__, "cuda", torch.cuda.is_available(), torch.version.cuda)
 print("jax", jax.__version__, jax.devices())

@@ -12,6 +12,8 @@ from keras_lazyadam import backend as lazy_backend
 sys.path.insert(0, os.path.dirname(__file__))
 
 BACKEND = keras.backend.backend()
+# torch places Keras variables on CUDA when it has a GPU (benchmarks/gpu_check.sh).
+TORCH_CUDA = BACKEND == "torch" and __import__("torch").cuda.is_available()
 REFERENCE = os.path.join(os.path.dirname(__file__), "tfa_lazyadam_reference.npz")
 
 

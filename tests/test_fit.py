@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from conftest import BACKEND
+from conftest import TORCH_CUDA
 from conftest import numpy
 from keras_lazyadam import LazyAdam
 from keras_lazyadam import LazyEmbedding
@@ -194,6 +195,12 @@ def test_dense_embedding_gradient_warns_with_the_fix():
 def test_lazy_embedding_looks_up_any_id_as_the_stock_layer(row):
     """Out-of-range ids: whatever `keras.layers.Embedding` does on this backend
     (wrap -1, raise, or look up NaN), `LazyEmbedding` does too."""
+    if TORCH_CUDA and row != -1:
+        pytest.skip(
+            "torch on CUDA: an out-of-range id fails a device-side assert in "
+            "both layers' lookup, which no test can catch (the process's CUDA "
+            "context is lost for every later test)"
+        )
     stock, lazy = keras.layers.Embedding(ROWS, DIM), LazyEmbedding(ROWS, DIM)
     stock.build((None, 2))
     lazy.build((None, 2))

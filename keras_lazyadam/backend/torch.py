@@ -127,7 +127,7 @@ def fused_dense_update(state, gradient, hyper):
         [_tensor(state.m)],
         [_tensor(state.v)],
         [],
-        [torch.tensor(step - 1.0)],
+        [torch.tensor(step - 1.0, device=param.device)],  # fused: on the params' device
         fused=True,
         amsgrad=False,
         beta1=float(hyper.beta_1),

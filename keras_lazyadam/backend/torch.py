@@ -53,8 +53,10 @@ def sparse_gradient(indices, values, shape):
 
 def check_rows(indices, num_rows, name):
     # One device-to-host sync on GPU, as torch's own sparse optimizers pay.
-    low, high = torch.aminmax(indices) if indices.numel() else (0, 0)
-    if low < 0 or high >= num_rows:
+    if indices.numel() == 0:
+        return indices
+    low, high = torch.aminmax(indices)
+    if bool((low < 0) | (high >= num_rows)):
         bad = indices[(indices < 0) | (indices >= num_rows)][:5].tolist()
         raise ValueError(
             f"Row indices of the gradient of {name!r} must be in [0, {num_rows}). Received: {bad}"
@@ -117,8 +119,12 @@ def fused_dense_update(state, gradient, hyper):
         return False  # the fused kernel's max(vhat, v) drops NaN; tfa keeps it
     if hyper.step_mode != "global":
         return False  # per-row steps: the kernel knows one step for the tensor
-    step = float(hyper.step)
-    beta_2 = float(hyper.beta_2)
+    # One device-to-host copy for the five scalars (five on CUDA would sync
+    # five times).
+    scalars = (hyper.step, hyper.beta_1, hyper.beta_2, hyper.learning_rate, hyper.epsilon)
+    step, beta_1, beta_2, lr, epsilon = torch.stack(
+        [torch.as_tensor(x, dtype=param.dtype, device=param.device) for x in scalars]
+    ).tolist()
     if hyper.weight_decay_rate is not None:
         param.sub_(param * hyper.weight_decay_rate)
     functional_adam(
@@ -130,11 +136,11 @@ def fused_dense_update(state, gradient, hyper):
         [torch.tensor(step - 1.0, device=param.device)],  # fused: on the params' device
         fused=True,
         amsgrad=False,
-        beta1=float(hyper.beta_1),
+        beta1=beta_1,
         beta2=beta_2,
-        lr=float(hyper.learning_rate),
+        lr=lr,
         weight_decay=0.0,
-        eps=float(hyper.epsilon) / math.sqrt(1 - beta_2**step),
+        eps=epsilon / math.sqrt(1 - beta_2**step),
         maximize=False,
     )
     return True

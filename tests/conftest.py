@@ -54,16 +54,29 @@ def hyperparameters(lr=0.1, weight_decay=None, amsgrad=False, step=3, step_mode=
     )
 
 
-def apply_step(step, oracle, expected, case_step, shape, dtype):
-    """One ("sparse", ids, values) or ("dense", values) step of a case, to
-    the optimizer under test (`step`) and to the numpy oracle."""
-    kind, *data = case_step
-    if kind == "sparse":
-        step(sparse_gradient(data[0], data[1].astype(dtype), shape))
-        oracle.sparse(expected, data[0], data[1].astype(dtype))
-    else:
-        step(dense_gradient(data[0].astype(dtype)))
-        oracle.dense(expected, data[0].astype(dtype))
+def assert_matches_oracle(kwargs, steps, shape, dtype, compiled):
+    """Runs `steps` (("sparse", ids, values) or ("dense", values) each) on a
+    LazyAdam(**kwargs) variable and on the numpy oracle from the same
+    random start; the variables must agree after every step."""
+    from numpy_reference import NumpyLazyAdam
+
+    from keras_lazyadam import LazyAdam
+
+    init = np.random.default_rng(0).normal(size=shape).astype(dtype)
+    variable = keras.Variable(init, dtype=dtype)
+    step = Stepper(LazyAdam(**kwargs), variable, compiled)
+    oracle_kwargs = {("lr" if k == "learning_rate" else k): v for k, v in kwargs.items()}
+    oracle = NumpyLazyAdam(shape, dtype, **oracle_kwargs)
+    expected = init.copy()
+    tol = dict(rtol=1e-10, atol=1e-12) if dtype == "float64" else dict(rtol=2e-5, atol=1e-6)
+    for kind, *data in steps:
+        if kind == "sparse":
+            step(sparse_gradient(data[0], data[1].astype(dtype), shape))
+            oracle.sparse(expected, data[0], data[1].astype(dtype))
+        else:
+            step(dense_gradient(data[0].astype(dtype)))
+            oracle.dense(expected, data[0].astype(dtype))
+        np.testing.assert_allclose(numpy(variable), expected, **tol)
 
 
 class Stepper:

@@ -6,8 +6,7 @@ import pytest
 from numpy_reference import NumpyLazyAdam
 
 from conftest import BACKEND
-from conftest import Stepper
-from conftest import apply_step
+from conftest import assert_matches_oracle
 from conftest import dense_gradient
 from conftest import numpy
 from conftest import sparse_gradient
@@ -94,22 +93,8 @@ CASES = [
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c["testcase_name"])
 def test_matches_numpy_oracle(case, compiled):
-    dtype = case.get("dtype", "float32")
     kwargs = dict(learning_rate=0.02, **case.get("kwargs", {}))
-    init = np.random.default_rng(0).normal(size=SHAPE).astype(dtype)
-    variable = keras.Variable(init, dtype=dtype)
-    step = Stepper(LazyAdam(**kwargs), variable, compiled)
-    oracle_kwargs = {("lr" if k == "learning_rate" else k): v for k, v in kwargs.items()}
-    oracle = NumpyLazyAdam(SHAPE, dtype, **oracle_kwargs)
-    expected = init.copy()
-    for case_step in case["steps"]:
-        apply_step(step, oracle, expected, case_step, SHAPE, dtype)
-        tol = dict(rtol=1e-10, atol=1e-12) if dtype == "float64" else dict(rtol=2e-5, atol=1e-6)
-        np.testing.assert_allclose(numpy(variable), expected, **tol)
-        np.testing.assert_allclose(step.slot("m"), oracle.m, **tol)
-        np.testing.assert_allclose(step.slot("v"), oracle.v, **tol)
-        if kwargs.get("amsgrad"):
-            np.testing.assert_allclose(step.slot("vhat"), oracle.vhat, **tol)
+    assert_matches_oracle(kwargs, case["steps"], SHAPE, case.get("dtype", "float32"), compiled)
 
 
 def _run(optimizer, steps, init):

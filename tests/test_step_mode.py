@@ -8,7 +8,7 @@ from numpy_reference import NumpyLazyAdam
 
 from conftest import BACKEND
 from conftest import Stepper
-from conftest import apply_step
+from conftest import assert_matches_oracle
 from conftest import dense_gradient
 from conftest import hyperparameters
 from conftest import numpy
@@ -66,23 +66,8 @@ CASES = [
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c["testcase_name"])
 def test_matches_numpy_oracle(case, mode, compiled):
-    dtype = case.get("dtype", "float32")
     kwargs = dict(learning_rate=0.02, step_mode=mode, **case.get("kwargs", {}))
-    init = np.random.default_rng(0).normal(size=SHAPE).astype(dtype)
-    variable = keras.Variable(init, dtype=dtype)
-    step = Stepper(LazyAdam(**kwargs), variable, compiled)
-    oracle_kwargs = {("lr" if k == "learning_rate" else k): v for k, v in kwargs.items()}
-    oracle = NumpyLazyAdam(SHAPE, dtype, **oracle_kwargs)
-    expected = init.copy()
-    tol = dict(rtol=1e-10, atol=1e-12) if dtype == "float64" else dict(rtol=2e-5, atol=1e-6)
-    for case_step in case["steps"]:
-        apply_step(step, oracle, expected, case_step, SHAPE, dtype)
-        np.testing.assert_allclose(numpy(variable), expected, **tol)
-        np.testing.assert_allclose(step.slot("m"), oracle.m, **tol)
-        np.testing.assert_allclose(step.slot("v"), oracle.v, **tol)
-        np.testing.assert_array_equal(step.slot("row_step"), oracle.row_step)
-        if kwargs.get("amsgrad"):
-            np.testing.assert_allclose(step.slot("vhat"), oracle.vhat, **tol)
+    assert_matches_oracle(kwargs, case["steps"], SHAPE, case.get("dtype", "float32"), compiled)
 
 
 @pytest.mark.parametrize("kind", ["sparse", "dense"])

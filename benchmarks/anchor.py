@@ -82,21 +82,13 @@ def main(argv=None):
     for r in range(args.rounds):
         for i, (kind, cmd) in enumerate(sides(args.tfa_python, data, args.quick)):
             out = os.path.join(tmp, f"{r}-{i}.json")
-            proc = subprocess.run(
-                cmd + ["--out", out],
-                cwd=common.ROOT,
-                capture_output=True,
-                text=True,
-                timeout=900,
-                check=False,
-            )
-            if proc.returncode:
+            res, proc = common.run_json(cmd, out, timeout=900)
+            if res is None:
                 print(
                     f"!! round {r}: {' '.join(cmd[1:3])} exit {proc.returncode}:\n"
                     + "\n".join(proc.stderr.splitlines()[-10:])
                 )
                 continue
-            res = common.read_json(out)
             for name, s in (res.get("stats") or res["sparse"][0]["stats"]).items():
                 rounds[kind].setdefault(name, []).append(s)
                 print(

@@ -235,6 +235,20 @@ def read_json(path):
         return json.load(f)
 
 
+def run_json(cmd, out, timeout):
+    """Runs one benchmark process with `--out out` from the repository root;
+    (its JSON, or None if it failed; the finished process)."""
+    proc = subprocess.run(
+        cmd + ["--out", out],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    return (None if proc.returncode else read_json(out)), proc
+
+
 def error_text(e):
     return f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:160]}"
 

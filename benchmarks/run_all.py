@@ -27,21 +27,13 @@ import common  # noqa: E402
 def run(cmd, out):
     """Runs one benchmark process, echoing its output; its JSON or None."""
     print("$ " + " ".join(cmd[1:]), flush=True)
-    proc = subprocess.run(
-        cmd + ["--out", out],
-        cwd=common.ROOT,
-        capture_output=True,
-        text=True,
-        timeout=1800,
-        check=False,
-    )
+    result, proc = common.run_json(cmd, out, timeout=1800)
     print("\n".join(ln for ln in proc.stdout.splitlines() if ln.strip()), flush=True)
     with open(out.replace(".json", ".log"), "w") as f:
         f.write(proc.stdout + "\n--- stderr ---\n" + proc.stderr)
     if proc.returncode:
         print(f"  !! exit {proc.returncode}:\n" + "\n".join(proc.stderr.splitlines()[-15:]))
-        return None
-    return common.read_json(out)
+    return result
 
 
 def machine_bandwidth():

@@ -120,7 +120,7 @@ def fused_dense_update(state, gradient, hyper):
     if hyper.step_mode != "global":
         return False  # per-row steps: the kernel knows one step for the tensor
     # One device-to-host copy for the five scalars (five on CUDA would sync
-    # five times).
+    # five times). The kernel's own step stays on the parameters' device.
     scalars = (hyper.step, hyper.beta_1, hyper.beta_2, hyper.learning_rate, hyper.epsilon)
     step, beta_1, beta_2, lr, epsilon = torch.stack(
         [torch.as_tensor(x, dtype=param.dtype, device=param.device) for x in scalars]
@@ -133,7 +133,7 @@ def fused_dense_update(state, gradient, hyper):
         [_tensor(state.m)],
         [_tensor(state.v)],
         [],
-        [torch.tensor(step - 1.0, device=param.device)],  # fused: on the params' device
+        [torch.as_tensor(hyper.step, dtype=param.dtype, device=param.device) - 1],
         fused=True,
         amsgrad=False,
         beta1=beta_1,

@@ -76,11 +76,19 @@ class LazyAdam(TfaOptimizerAPI, backend.OptimizerMixin, keras.optimizers.Optimiz
         decay: Float >= 0. tfa's legacy inverse-time decay: the learning rate
             of step `iterations` is `lr / (1 + decay * iterations)`. Prefer a
             `LearningRateSchedule`. Defaults to `0.0`.
-        weight_decay, clipnorm, clipvalue, global_clipnorm, use_ema,
-            ema_momentum, ema_overwrite_frequency, loss_scale_factor,
-            gradient_accumulation_steps, name: as in `keras.optimizers.Adam`.
-            `weight_decay` decays only the rows being updated; clipping
-            norms of sparse gradients are computed from their summed rows.
+        weight_decay: As in `keras.optimizers.Adam`, but decays only the rows
+            being updated.
+        clipnorm: As in `keras.optimizers.Adam`; the norm of a sparse
+            gradient is computed from its summed rows.
+        clipvalue: As in `keras.optimizers.Adam` (clips the summed rows).
+        global_clipnorm: As in `keras.optimizers.Adam` (sparse gradients
+            count their summed rows).
+        use_ema: As in `keras.optimizers.Adam`.
+        ema_momentum: As in `keras.optimizers.Adam`.
+        ema_overwrite_frequency: As in `keras.optimizers.Adam`.
+        loss_scale_factor: As in `keras.optimizers.Adam`.
+        gradient_accumulation_steps: As in `keras.optimizers.Adam`.
+        name: As in `keras.optimizers.Adam`.
         step_mode: How rows that skip steps are treated. `"global"`: tfa's
             rule above, bit for bit. `"catch_up"`: a row's `m` and `v` first
             decay as dense Adam's would have over the steps it skipped (the
@@ -89,7 +97,8 @@ class LazyAdam(TfaOptimizerAPI, backend.OptimizerMixin, keras.optimizers.Optimiz
             updates, so its first update is Adam's first update. Both keep
             an int32 counter per row, slot `"row_step"`; the maths is in
             `keras_lazyadam/rule.py`. Defaults to `"global"`.
-        lr: Deprecated alias of `learning_rate` (tfa's legacy keyword).
+        **kwargs: `lr`, the deprecated alias of `learning_rate` (tfa's
+            legacy keyword), and the keywords of `keras.optimizers.Optimizer`.
     """
 
     def __init__(

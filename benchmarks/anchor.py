@@ -10,8 +10,10 @@ stock Embedding and with LazyEmbedding (bench_fit.py, one process, no XLA:
 Keras 3's default on CPU). Ids, values and fit data are drawn once here and
 handed to the tfa side (numpy<2 draws other Zipf ids). Per side: the median
 of its per-round medians [min-max of those]; ratios LazyAdam/tfa side by
-side; goals PASS/MISS. Writes benchmarks/results/raw/anchor.json, which
-report.py renders. ~4 min for 3 rounds on 2 cores.
+side; goals PASS/MISS. Writes OUT/raw/anchor.json (default OUT: the
+scratch folder benchmarks/results/scratch/, ignored by git; run_all.py
+--anchor passes its own), which report.py renders. ~4 min for 3 rounds on 2
+cores.
 """
 
 import argparse
@@ -66,6 +68,7 @@ def main(argv=None):
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--tfa-python", default=TFA_PY)
+    parser.add_argument("--out", default=common.SCRATCH, help="output folder (raw/anchor.json)")
     args = parser.parse_args(argv)
     if not os.path.exists(args.tfa_python):
         subprocess.run(["bash", f"{HERE}/tfa_env.sh"], check=True)
@@ -123,7 +126,8 @@ def main(argv=None):
         result["goals"] += cases.check(goal_kind, "tensorflow", stats)
     print("\n== anchor goals")
     cases.print_goals(result["goals"])
-    common.write_json(os.path.join(common.RAW, "anchor.json"), result)
+    os.makedirs(common.raw_dir(args.out), exist_ok=True)
+    common.write_json(os.path.join(common.raw_dir(args.out), "anchor.json"), result)
 
 
 if __name__ == "__main__":

@@ -16,8 +16,16 @@ import time
 import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The committed results (refreshed only by `run_all.py --write-results`) and
+# the scratch folder every other run writes to (ignored by git).
 RESULTS = os.path.join(ROOT, "benchmarks", "results")
-RAW = os.path.join(RESULTS, "raw")
+SCRATCH = os.path.join(RESULTS, "scratch")
+
+
+def raw_dir(out):
+    """The folder of the per-process JSON and logs under the output `out`."""
+    return os.path.join(out, "raw")
+
 
 ROWS, DIM = 1_000_000, 64  # the table
 ZIPF_A = 1.2  # 4,096 ids -> ~1,350 unique rows

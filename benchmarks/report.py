@@ -1,6 +1,8 @@
-"""Renders benchmarks/results/results.md and step_time_vs_rows.png from the
-raw JSON of run_all.py (plus raw/anchor.json of anchor.py, if present), and
-prints PASS/MISS per goal of cases.GOALS."""
+"""Renders results.md and step_time_vs_rows.png in an output folder from the
+raw JSON of run_all.py (with the anchor's, if it ran), and prints PASS/MISS
+per goal of cases.GOALS, for the parts measured in the run that wrote the
+JSON only (raw["measured"]): parts kept from an earlier run appear in the
+tables, never in a verdict."""
 
 import os
 
@@ -31,32 +33,53 @@ def _backends(d):
 
 
 def _anchor(raw):
-    path = os.path.join(common.RAW, "anchor.json")
-    return raw.get("anchor") or (common.read_json(path) if os.path.exists(path) else None)
+    return raw.get("anchor")
+
+
+def measured(raw):
+    """The parts ("step/jax", "fit/tensorflow-jit0", "anchor", ...) that the
+    run which wrote `raw` measured itself."""
+    return set(raw.get("measured", ()))
 
 
 def goals(raw):
-    rows = []
+    """Verdicts of the parts measured in `raw`'s own run, and the number of
+    parts shown but kept from an earlier run (no verdict)."""
+    rows, done, kept = [], measured(raw), 0
     for b in _backends(raw.get("step", {})):
+        if f"step/{b}" not in done:
+            kept += 1
+            continue
         for entry in raw["step"][b]["sparse"]:
             rows += cases.check(cases.SPARSE, b, entry["stats"], entry["ids"])
         if raw["step"][b].get("dense"):
             rows += cases.check(cases.DENSE, b, raw["step"][b]["dense"]["stats"], None)
     for key in sorted(raw.get("fit", {})):
+        if f"fit/{key}" not in done:
+            kept += 1
+            continue
         rows += cases.check(cases.FIT, key, raw["fit"][key]["stats"])
     anchor = _anchor(raw)
-    return rows + [tuple(g) for g in anchor["goals"]] if anchor else rows
+    if anchor and "anchor" in done:
+        rows += [tuple(g) for g in anchor["goals"]]
+    elif anchor:
+        kept += 1
+    return rows, kept
 
 
-def write(raw):
-    os.makedirs(common.RESULTS, exist_ok=True)
-    plot(raw, os.path.join(common.RESULTS, PNG))
-    rows = goals(raw)
-    print("\n== goals")
+def write(raw, out):
+    os.makedirs(out, exist_ok=True)
+    plot(raw, os.path.join(out, PNG))
+    rows, kept = goals(raw)
+    print(f"\n== goals (of the parts the run of {raw.get('date', '?')} measured)")
     cases.print_goals(rows)
-    with open(os.path.join(common.RESULTS, MD), "w") as f:
-        f.write("\n".join(render(raw, rows)))
-    print(f"\nwrote {common.RESULTS}/{MD} and {PNG}")
+    if not rows:
+        print("  (none: no part with a goal was measured in this run)")
+    if kept:
+        print(f"  ({kept} part(s) kept from an earlier run: shown in the tables, not checked)")
+    with open(os.path.join(out, MD), "w") as f:
+        f.write("\n".join(render(raw, rows, kept)))
+    print(f"\nwrote {out}/{MD} and {PNG}")
 
 
 def _sides(entries, ref, keep=lambda entry: True, ref_of=None):
@@ -80,7 +103,7 @@ def _sides(entries, ref, keep=lambda entry: True, ref_of=None):
     return rows
 
 
-def render(raw, goal_rows):
+def render(raw, goal_rows, kept=0):
     m, step, fit = raw["machine"], raw.get("step", {}), raw.get("fit", {})
     mem = raw.get("memory", {})
     versions = sorted(
@@ -100,6 +123,11 @@ def render(raw, goal_rows):
         f"medians over medians. keras_lazyadam commit: {', '.join(versions)}.\n",
         "## Goals (checked, never asserted)\n",
     ]
+    if kept:
+        L.append(
+            f"Only the parts measured in this run are checked; {kept} part(s) in the tables "
+            "below were kept from an earlier run and have no verdict here.\n"
+        )
     L += _table(["goal", "measured", "verdict"], [(g, x, f"**{v}**") for g, x, v in goal_rows])
     if step:
         L.append(

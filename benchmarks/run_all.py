@@ -1,18 +1,26 @@
 """Runs the suite: per backend bench_step, bench_fit (TF with and without XLA)
 and bench_memory (each in its own process), optionally the anchor; then
-writes results/raw.json, results.md and step_time_vs_rows.png and prints
-PASS/MISS per goal (never asserted: a shared machine is noisy).
+writes raw.json, raw/, results.md and step_time_vs_rows.png and prints
+PASS/MISS per goal measured in this run (never asserted: a shared machine is
+noisy).
 
     python benchmarks/run_all.py [--quick] [--backends torch jax] [--anchor]
         [--skip-step] [--skip-fit] [--skip-memory] [--threads 1]
-    python benchmarks/run_all.py --report-only   # re-render from raw.json
+        [--write-results | --out DIR]
+    python benchmarks/run_all.py --report-only [--write-results | --out DIR]
 
-Parts not rerun keep their saved results in raw.json.
+By default everything goes to benchmarks/results/scratch/ (ignored by git;
+each run starts it afresh), so a run leaves the committed results and `git
+status` as they were. --write-results refreshes the committed
+benchmarks/results/ instead: parts not rerun keep their saved results there
+(shown in the tables, without a verdict). Verdicts are printed only for what
+this run measured.
 """
 
 import argparse
 import datetime
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -66,18 +74,41 @@ def main(argv=None):
     parser.add_argument("--anchor", action="store_true", help="also run anchor.py")
     parser.add_argument("--report-only", action="store_true")
     parser.add_argument("--threads", type=int, help="pin intra-op threads (BENCH_THREADS)")
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument(
+        "--write-results",
+        action="store_true",
+        help="refresh the committed benchmarks/results/ (default: the scratch folder)",
+    )
+    where.add_argument("--out", help=f"output folder (default: {common.SCRATCH})")
     args = parser.parse_args(argv)
     import report
 
-    raw_path = os.path.join(common.RESULTS, "raw.json")
-    raw = common.read_json(raw_path) if os.path.exists(raw_path) else {}
+    out = common.RESULTS if args.write_results else os.path.abspath(args.out or common.SCRATCH)
+    raw_path, raw_out = os.path.join(out, "raw.json"), common.raw_dir(out)
     if args.report_only:
-        return report.write(raw)
+        if not os.path.exists(raw_path):
+            parser.error(f"--report-only: no {raw_path} (run the suite first)")
+        return report.write(common.read_json(raw_path), out)
+    # Only the committed results merge with what they held; any other
+    # output folder starts empty, so nothing in it predates this run.
+    raw = {}
+    if args.write_results and os.path.exists(raw_path):
+        raw = common.read_json(raw_path)
+        anchor_path = os.path.join(raw_out, "anchor.json")
+        if "anchor" not in raw and os.path.exists(anchor_path):
+            raw["anchor"] = common.read_json(anchor_path)
+    elif out == common.SCRATCH:
+        shutil.rmtree(out, ignore_errors=True)
+    elif os.path.exists(out) and os.listdir(out):
+        parser.error(f"--out {out}: not empty (give a new or empty folder)")
+    os.makedirs(raw_out, exist_ok=True)
     if args.threads:
         os.environ["BENCH_THREADS"] = str(args.threads)
     t_start = time.time()
     for part in ("step", "fit", "memory"):
         raw.setdefault(part, {})
+    raw["measured"] = []  # what this run measured: the only parts with verdicts
     raw.update(
         machine=common.machine_info(),
         quick=args.quick,
@@ -93,20 +124,22 @@ def main(argv=None):
         if not args.skip_step:
             res = run(
                 [py, f"{HERE}/bench_step.py", "--backend", b] + quick,
-                os.path.join(common.RAW, f"step_{b}.json"),
+                os.path.join(raw_out, f"step_{b}.json"),
             )
             if res:
                 raw["step"][b] = res
+                raw["measured"].append(f"step/{b}")
         for jit in [] if args.skip_fit else ["0", "1"] if b == "tensorflow" else [None]:
             key = b if jit is None else f"{b}-jit{jit}"
             res = run(
                 [py, f"{HERE}/bench_fit.py", "--backend", b]
                 + quick
                 + (["--jit-compile", jit] if jit else []),
-                os.path.join(common.RAW, f"fit_{key}.json"),
+                os.path.join(raw_out, f"fit_{key}.json"),
             )
             if res:
                 raw["fit"][key] = res
+                raw["measured"].append(f"fit/{key}")
         if not args.skip_memory:
             raw["memory"][b] = {}
             for name, case in cases.select(cases.SPARSE, b).items():
@@ -114,16 +147,24 @@ def main(argv=None):
                     slug = "".join(c for c in name.replace(" ", "_") if c not in "(),")
                     res = run(
                         [py, f"{HERE}/bench_memory.py", "--backend", b, "--case", name],
-                        os.path.join(common.RAW, f"memory_{b}_{slug}.json"),
+                        os.path.join(raw_out, f"memory_{b}_{slug}.json"),
                     )
                     if res:
                         raw["memory"][b][name] = res
         common.write_json(raw_path, raw)
     if args.anchor:
-        subprocess.run([py, f"{HERE}/anchor.py"] + quick, check=False)
+        anchor_path = os.path.join(raw_out, "anchor.json")
+        if os.path.exists(anchor_path):
+            os.remove(anchor_path)  # a failed anchor run must not leave the old one
+        subprocess.run([py, f"{HERE}/anchor.py", "--out", out] + quick, check=False)
+        if os.path.exists(anchor_path):
+            raw["anchor"] = common.read_json(anchor_path)
+            raw["measured"].append("anchor")
+        else:
+            raw.pop("anchor", None)
     raw.update(load_end=common.load_avg(), seconds=time.time() - t_start)
     common.write_json(raw_path, raw)
-    report.write(raw)
+    report.write(raw, out)
     print(f"\nsuite took {raw['seconds'] / 60:.1f} min")
 
 

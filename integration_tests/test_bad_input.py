@@ -1,7 +1,7 @@
 """Workflow 8: bad input in a real run. Each case is a clear error naming the
 problem, raised before anything is written (weights, slots and iterations are
 as they were), or, where the backend cannot check inside compiled code (JAX
-jit), the documented behaviour (README.md, "Bad input")."""
+jit), the documented behaviour (docs/bad-input.md)."""
 
 import keras
 import numpy as np

@@ -229,6 +229,7 @@ def _run(scenario, compiled):
         weight_decay=config["weight_decay"],
     )
     expected = scenario["init"].copy()
+    non_finite = False
     for t, s in enumerate(scenario["steps"]):
         where = f"step {t} ({s['kind']})"
         values = s["values"].astype(dtype)
@@ -239,24 +240,29 @@ def _run(scenario, compiled):
             event("step with duplicate ids")
         if s["kind"] != "dense" and len(s["ids"]) == 0:
             event("empty step")
-        if s["kind"] == "dense":
-            step(native_dense(values))
-            oracle.dense(expected, values)
-        elif s["kind"] == "sparse":
-            step(native_sparse(s["ids"], values, shape))
-            oracle.sparse(expected, s["ids"], values)
-        elif BACKEND == "jax" and compiled:
-            # Documented: under jit a bad row cannot raise; it is dropped and
-            # the rest of the step applies.
-            step(native_sparse(s["ids"], values, shape))
-            good = (s["ids"] >= 0) & (s["ids"] < shape[0])
-            oracle.sparse(expected, s["ids"][good], values[good])
-        else:
-            before = _state(optimizer, variable)
-            with pytest.raises(_bad_row_error(), match=rf"must be in \[0, {shape[0]}\)"):
+        # The oracle carries NaN/Inf on as Adam does: numpy's "invalid value"
+        # and overflow warnings are expected from the first step that holds
+        # them on (Inf moments make NaN later), and silenced from there only.
+        non_finite = non_finite or not np.all(np.isfinite(values))
+        with np.errstate(**({"invalid": "ignore", "over": "ignore"} if non_finite else {})):
+            if s["kind"] == "dense":
+                step(native_dense(values))
+                oracle.dense(expected, values)
+            elif s["kind"] == "sparse":
                 step(native_sparse(s["ids"], values, shape))
-            for old, new in zip(before, _state(optimizer, variable)):
-                np.testing.assert_array_equal(new, old, err_msg=f"{where} changed state")
+                oracle.sparse(expected, s["ids"], values)
+            elif BACKEND == "jax" and compiled:
+                # Documented: under jit a bad row cannot raise; it is dropped and
+                # the rest of the step applies.
+                step(native_sparse(s["ids"], values, shape))
+                good = (s["ids"] >= 0) & (s["ids"] < shape[0])
+                oracle.sparse(expected, s["ids"][good], values[good])
+            else:
+                before = _state(optimizer, variable)
+                with pytest.raises(_bad_row_error(), match=rf"must be in \[0, {shape[0]}\)"):
+                    step(native_sparse(s["ids"], values, shape))
+                for old, new in zip(before, _state(optimizer, variable)):
+                    np.testing.assert_array_equal(new, old, err_msg=f"{where} changed state")
         _assert_matches(optimizer, variable, oracle, expected, dtype, where, compiled == "xla")
 
 
@@ -323,7 +329,7 @@ def test_untouched_rows_keep_infinite_moments():
         "* g^2, so an Inf v stays Inf at a later dense step, where tfa's "
         "kernel (and Keras' Adam) compute v + (g^2 - v) * (1 - beta_2), NaN; "
         "harmless (the variable element is NaN already) but not tfa's "
-        "result; documented in the README's bad-input table (a check for "
+        "result; documented in docs/bad-input.md (a check for "
         "Inf in v would cost a pass over every fused dense step)"
     ),
 )

@@ -253,6 +253,8 @@ class LazyAdam(TfaOptimizerAPI, backend.OptimizerMixin, keras.optimizers.Optimiz
 
     def update_step(self, gradient, variable, learning_rate):
         """Updates one variable, lazily by rows."""
+        if 0 in tuple(variable.shape):
+            return  # a zero-size variable: nothing to update (as in Adam)
         hyper = self._hyperparameters(variable, learning_rate)
         index = self._get_variable_index(variable)
         slots = {name: slots[index] for name, slots in self._slots.items()}

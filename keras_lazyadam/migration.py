@@ -17,8 +17,8 @@ And a model that keeps `keras.layers.Embedding` gets the fast path with
 import keras
 import numpy as np
 
-from keras_lazyadam.embedding import LazyEmbedding
 from keras_lazyadam import upstream
+from keras_lazyadam.embedding import LazyEmbedding
 from keras_lazyadam.lazy_adam import LazyAdam
 
 TFA_CLASS_NAME = "Addons>LazyAdam"

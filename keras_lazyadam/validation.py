@@ -93,6 +93,30 @@ def is_variable(value):
     return isinstance(value, keras.Variable) or hasattr(value, "assign")
 
 
+_INT_MAX = {"int32": 2**31 - 1, "int64": 2**63 - 1}
+
+
+def wide_index_dtype(dtype, int64=True):
+    """`(dtype, clamp)`: the signed dtype of at least 32 bits that integer
+    row indices of `dtype` are widened to, and the value to clamp them to
+    first (None: the cast is lossless); None for a non-integer dtype.
+
+    int8 .. uint16 become int32 (lossless); uint32 becomes int64, and uint64
+    int64 clamped to its max: a clamped value is out of range of any
+    variable, so it is refused or dropped as other bad rows, never wrapped
+    onto a row. `int64=False` (JAX without x64) clamps uint32 into int32.
+    """
+    dtype = keras.backend.standardize_dtype(dtype)
+    if dtype in ("int8", "uint8", "int16", "uint16", "int32"):
+        return "int32", None
+    if dtype == "int64" or dtype == "uint32" and int64:
+        return "int64", None
+    if dtype in ("uint32", "uint64"):
+        target = "int64" if dtype == "uint64" else "int32"
+        return target, _INT_MAX[target]
+    return None
+
+
 def _as_float(name, value):
     if is_variable(value):
         # Read once here, it would silently ignore later assignments (Keras'

@@ -8,8 +8,9 @@ Each hook is documented here, once.
 import contextlib
 
 import keras
-import numpy as np
 from keras import ops
+
+from keras_lazyadam.validation import wide_index_dtype as _wide_index_dtype
 
 
 def to_sparse_rows(gradient, variable):
@@ -22,34 +23,13 @@ def to_sparse_rows(gradient, variable):
     return None
 
 
-def wide_index_dtype(dtype, int64=True):
-    """`(dtype, clamp)`: the signed dtype of at least 32 bits that integer
-    row indices of `dtype` are widened to, and the value to clamp them to
-    first (None: the cast is lossless); None for a non-integer dtype.
-
-    int8 .. uint16 become int32 (lossless); uint32 becomes int64, and uint64
-    int64 clamped to its max: a clamped value is out of range of any
-    variable, so it is refused or dropped as other bad rows, never wrapped
-    onto a row. `int64=False` (JAX without x64) clamps uint32 into int32.
-    """
-    dtype = keras.backend.standardize_dtype(dtype)
-    if dtype in ("int8", "uint8", "int16", "uint16", "int32"):
-        return "int32", None
-    if dtype == "int64" or dtype == "uint32" and int64:
-        return "int64", None
-    if dtype in ("uint32", "uint64"):
-        target = "int64" if dtype == "uint64" else "int32"
-        return target, np.iinfo(target).max
-    return None
-
-
 def widen_indices(indices, int64=True):
     """Integer row indices in a signed dtype of at least 32 bits (see
-    `wide_index_dtype`), so that no later compare with the row count, nor
+    `validation.wide_index_dtype`), so that no later compare with the row count, nor
     cast, wraps a value onto another row (uint8 240 compared with 1,000
     rows; int16 30,000). Other dtypes are left for
     `validation.check_row_indices` to refuse."""
-    wide = wide_index_dtype(indices.dtype, int64)
+    wide = _wide_index_dtype(indices.dtype, int64)
     if wide is None or wide[0] == keras.backend.standardize_dtype(indices.dtype):
         return indices
     target, clamp = wide

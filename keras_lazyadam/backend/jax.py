@@ -81,7 +81,7 @@ def _bucket(indices, values, shape):
     for every new size."""
     n = indices.shape[0]
     size = max(8, 1 << (n - 1).bit_length())
-    wide = defaults.wide_index_dtype(indices.dtype, jax.config.read("jax_enable_x64"))
+    wide = validation.wide_index_dtype(indices.dtype, jax.config.read("jax_enable_x64"))
     if size == n and (wide is None or wide == (indices.dtype.name, None)):
         return indices, values
     indices = np.asarray(indices)
@@ -139,6 +139,8 @@ def coalesce(indices, values, num_rows):
     """
     n, indices = indices.shape[0], indices.astype(jnp.int32)  # checked rows
     position = jnp.arange(n, dtype=jnp.int32)
+    if num_rows == 0:
+        return position, jnp.zeros_like(values)  # no rows: every slot is spare
     winner = jnp.zeros(num_rows, jnp.int32).at[indices].set(position, mode="drop")
     slot = jnp.take(winner, indices, mode="fill", fill_value=n)
     sums = jax.ops.segment_sum(values, slot, num_segments=n)

@@ -57,7 +57,8 @@ class LazyAdam(TfaOptimizerAPI, backend.OptimizerMixin, keras.optimizers.Optimiz
         learning_rate: A float, a scalar tensor, a
             `keras.optimizers.schedules.LearningRateSchedule` instance, or a
             callable that takes no arguments and returns the value to use.
-            Defaults to `0.001`.
+            Not a variable (as in Keras): assign `optimizer.learning_rate`
+            to change it while training. Defaults to `0.001`.
         beta_1: A float, a scalar tensor, or a callable that takes no
             arguments and returns the value to use. The exponential decay rate
             for the 1st moment estimates. Defaults to `0.9`.
@@ -89,7 +90,11 @@ class LazyAdam(TfaOptimizerAPI, backend.OptimizerMixin, keras.optimizers.Optimiz
             updates, so its first update is Adam's first update. Both keep
             an int32 counter per row, slot `"row_step"`; the maths is in
             `keras_lazyadam/rule.py`. Defaults to `"global"`.
-        lr: Deprecated alias of `learning_rate` (tfa's legacy keyword).
+        lr: Deprecated alias of `learning_rate` (tfa's legacy keyword);
+            refused together with `learning_rate`.
+
+    A variable given for any hyperparameter is refused: it is read once,
+    when the optimizer is made, and later assignments would be ignored.
     """
 
     def __init__(

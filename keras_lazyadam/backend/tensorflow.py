@@ -30,6 +30,7 @@ def _static_shape(dense_shape):
     not know), or None where not even its rank is known."""
     if dense_shape is None:
         return None
+    dense_shape = tf.convert_to_tensor(dense_shape)  # a list or tuple is allowed
     value = tf.get_static_value(dense_shape, partial=True)
     if value is not None:
         return tuple(None if d is None else int(d) for d in value)

@@ -379,8 +379,6 @@ ZERO_SIZE = [((3, 0), "dense"), ((0, 3), "dense"), ((0,), "dense"), ((0, 3), "sp
 def test_zero_size_variables_train_as_with_keras_adam(shape, kind, mode):
     """A zero-size variable next to others: the step applies (Keras' Adam
     applies it), and the other variable moves as it would alone."""
-    if BACKEND == "tensorflow" and kind == "sparse":
-        pytest.skip("TF's empty IndexedSlices on a (0, d) table: branch i14-tf (issue 14, item 14)")
     results = []
     for with_empty in (True, False):
         a = keras.Variable(np.ones((4, 3), "float32"), name="a")

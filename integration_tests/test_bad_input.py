@@ -382,13 +382,14 @@ def test_zero_size_variables_train_as_with_keras_adam(shape, kind, mode):
     results = []
     for with_empty in (True, False):
         a = keras.Variable(np.ones((4, 3), "float32"), name="a")
-        variables = [a] + ([keras.Variable(np.zeros(shape, "float32"), name="empty")] * with_empty)
+        variables = [a]
+        grads = [keras.ops.convert_to_tensor(np.full((4, 3), 0.25, "float32"))]
+        if with_empty:
+            variables.append(keras.Variable(np.zeros(shape, "float32"), name="empty"))
+            grads.append(_zero_size_gradient(shape, kind))
         optimizer = LazyAdam(0.1)
         optimizer.build(variables)
-        grads = [keras.ops.convert_to_tensor(np.full((4, 3), 0.25, "float32"))]
-        grads += [_zero_size_gradient(shape, kind)] * with_empty
         _apply(optimizer, grads, variables, _compiled(mode))
         assert int(to_numpy(optimizer.iterations)) == 1
-        assert tuple(variables[-1].shape) == (shape if with_empty else (4, 3))
         results.append(to_numpy(a))
     np.testing.assert_array_equal(results[0], results[1])

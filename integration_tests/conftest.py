@@ -172,3 +172,23 @@ def sparse_gradient(indices, values, shape):
     return lazy_backend.sparse_gradient(
         np.asarray(indices, dtype=np.int64), np.asarray(values), shape
     )
+
+
+def sparse_gradient_with_index_dtype(indices, values, shape, index_dtype):
+    """A native row-sparse gradient whose indices keep `index_dtype` (JAX
+    BCOO, TF IndexedSlices; torch's sparse COO indices are always int64)."""
+    indices = np.asarray(indices).astype(index_dtype)
+    if BACKEND == "jax":
+        import jax.numpy as jnp
+        from jax.experimental import sparse as jax_sparse
+
+        return jax_sparse.BCOO(
+            (jnp.asarray(values), jnp.asarray(indices)[:, None]), shape=tuple(shape)
+        )
+    if BACKEND == "tensorflow":
+        import tensorflow as tf
+
+        return tf.IndexedSlices(
+            tf.constant(values), tf.constant(indices), tf.constant(shape, tf.int64)
+        )
+    raise NotImplementedError("torch's sparse COO indices are always int64")

@@ -3,6 +3,8 @@ problem, raised before anything is written (weights, slots and iterations are
 as they were), or, where the backend cannot check inside compiled code (JAX
 jit), the documented behaviour (docs/bad-input.md)."""
 
+import re
+
 import keras
 import numpy as np
 import pytest
@@ -15,6 +17,7 @@ from conftest import embedding_model
 from conftest import make_data
 from conftest import optimizer_state
 from conftest import sparse_gradient
+from conftest import sparse_gradient_with_index_dtype
 from conftest import to_numpy
 from keras_lazyadam import LazyAdam
 
@@ -135,13 +138,17 @@ def _two_variables():
 
 
 def _apply(optimizer, grads, variables, compiled):
-    """One optimizer step, eagerly or compiled (tf.function / jax.jit)."""
+    """One optimizer step, eagerly or compiled (tf.function / jax.jit;
+    `compiled="xla"`: TF's `jit_compile=True`)."""
     if not compiled:
         return optimizer.apply(grads, variables)
     if BACKEND == "tensorflow":
         import tensorflow as tf
 
-        return tf.function(lambda *g: optimizer.apply(list(g), variables))(*grads)
+        step = tf.function(
+            lambda *g: optimizer.apply(list(g), variables), jit_compile=compiled == "xla"
+        )
+        return step(*grads)
     import jax
 
     step = jax.jit(lambda o, t, g: optimizer.stateless_apply(o, g, t))
@@ -194,7 +201,7 @@ def test_wrong_gradient_shape_or_dtype_raises_before_any_write(bad, match, mode)
     "mode",
     ["eager"] + (["compiled"] if BACKEND != "torch" else []),
 )
-@pytest.mark.parametrize("row", [6, -1], ids=["too-large", "negative"])
+@pytest.mark.parametrize("row", [6, -1, 7], ids=["too-large", "negative", "rows-plus-one"])
 def test_sparse_gradient_with_bad_rows(row, mode):
     optimizer, a, b = _two_variables()
     before = _state(optimizer, [a, b])
@@ -240,3 +247,151 @@ def test_nan_and_inf_gradients_behave_as_keras_adam(skip_zero_rows):
         np.testing.assert_array_equal(np.isneginf(lazy), np.isneginf(adam))
         finite = np.isfinite(adam)
         np.testing.assert_allclose(lazy[finite], adam[finite], rtol=1e-5, atol=1e-6)
+
+
+def _mode_ids(*modes):
+    """The modes this backend has: eager; compiled (tf.function, jax.jit);
+    xla (TF's jit_compile=True)."""
+    have = {"eager": True, "compiled": BACKEND != "torch", "xla": BACKEND == "tensorflow"}
+    return [m for m in modes if have[m]]
+
+
+def _compiled(mode):
+    return {"eager": False, "compiled": True, "xla": "xla"}[mode]
+
+
+# (index dtype, rows of the table, a row in range that a narrow compare or
+# cast would wrap, a row out of range that one would wrap into range)
+NARROW = [
+    ("uint8", 1000, 240, None),
+    ("int8", 300, 100, None),
+    ("int16", 40_000, 30_000, None),
+    ("uint16", 70_000, 60_000, None),
+    ("uint8", 200, 150, 250),
+    ("int16", 20_000, 14_464, 30_000),
+    ("uint32", 70_000, 69_999, 2**32 - 16),
+]
+
+
+@pytest.mark.skipif(BACKEND == "torch", reason="torch's sparse COO indices are always int64")
+@pytest.mark.parametrize("mode", _mode_ids("eager", "compiled", "xla"))
+@pytest.mark.parametrize(
+    "dtype,rows,row,bad", NARROW, ids=[f"{d}-{r}-{i}" for d, r, i, _ in NARROW]
+)
+def test_narrow_index_dtypes_are_widened_first(dtype, rows, row, bad, mode):
+    """Indices of any integer dtype land on their own row, as int32 ones do;
+    a row out of range is refused (eagerly, TF graphs) or dropped (JAX jit,
+    TF XLA), never wrapped onto another row, and a refused step writes
+    nothing."""
+
+    def fresh():
+        a = keras.Variable(np.ones((4, 3), "float32"), name="a")
+        table = keras.Variable(np.zeros((rows, 3), "float32"), name="table")
+        optimizer = LazyAdam(0.1)
+        optimizer.build([a, table])
+        return optimizer, [a, table]
+
+    values = np.array([[1.0, 2.0, 3.0], [0.5, 0.5, 0.5]], "float32")
+    good = keras.ops.convert_to_tensor(np.full((4, 3), 0.25, "float32"))
+    reference, ref_vars = fresh()
+    reference.apply([good, sparse_gradient([row, 3], values, (rows, 3))], ref_vars)
+    optimizer, variables = fresh()
+    ids = [row, 3] if bad is None else [row, bad, 3]
+    given = values if bad is None else np.stack([values[0], values[0] * 7, values[1]])
+    gradient = sparse_gradient_with_index_dtype(ids, given, (rows, 3), dtype)
+    before = _state(optimizer, variables)
+    dropped = mode == "xla" or (BACKEND == "jax" and mode == "compiled")
+    if bad is None or dropped:
+        _apply(optimizer, [good, gradient], variables, _compiled(mode))
+        for x, y in zip(_state(optimizer, variables), _state(reference, ref_vars)):
+            np.testing.assert_array_equal(x, y)
+        return
+    with pytest.raises(Exception, match="gradient of .{0,3}table.{0,3} must be in \\[0, "):
+        _apply(optimizer, [good, gradient], variables, _compiled(mode))
+    _assert_state(optimizer, variables, before)
+
+
+@pytest.mark.parametrize("mode", _mode_ids("eager", "compiled", "xla"))
+@pytest.mark.parametrize("shape", [(5, 3), (7, 3), (6, 3, 1)], ids=["fewer", "more", "rank"])
+def test_sparse_gradient_declared_shape_must_be_the_variables(shape, mode):
+    """A sparse gradient declared for another shape (two tables' gradients
+    swapped) is refused, as Keras' Adam refuses it, before any write."""
+    optimizer, a, b = _two_variables()
+    before = _state(optimizer, [a, b])
+    good = keras.ops.convert_to_tensor(np.full((5, 3), 0.25, "float32"))
+    values = np.full((2,) + shape[1:], 0.5, "float32")
+    step = lambda: _apply(  # noqa: E731
+        optimizer, [good, sparse_gradient([1, 2], values, shape)], [a, b], _compiled(mode)
+    )
+    if BACKEND == "tensorflow" and mode != "eager":
+        import tensorflow as tf
+
+        # Statically known in the graph, as a tape's gradient is (a shape
+        # fed in as a function argument is not known while tracing).
+        def apply(g):
+            bad = tf.IndexedSlices(tf.constant(values), tf.constant([1, 2]), tf.constant(shape))
+            optimizer.apply([g, bad], [a, b])
+
+        step = lambda: tf.function(apply, jit_compile=mode == "xla")(good)  # noqa: E731
+    with pytest.raises(ValueError, match=f"'b'.*shape \\(6, 3\\).*{re.escape(str(shape))}"):
+        step()
+    _assert_state(optimizer, [a, b], before)
+
+
+@pytest.mark.parametrize("how", ["apply", "stateless_apply"])
+@pytest.mark.parametrize("count", [0, 1, 3], ids=["unbuilt", "fewer", "more"])
+def test_gradients_without_variables_must_match_the_built_ones(count, how):
+    """`apply(grads)` (and JAX's `stateless_apply`) without variables: an
+    unbuilt optimizer and a gradient count other than the variables' are
+    refused, as Keras' Adam refuses them; nothing is written."""
+    if how == "stateless_apply" and BACKEND != "jax":
+        pytest.skip("stateless_apply is JAX's")
+    if count == 0:
+        optimizer = LazyAdam(0.1)
+        with pytest.raises(ValueError, match="must already be built"):
+            optimizer.apply([keras.ops.ones((5, 3))])
+        assert not optimizer.built
+        return
+    optimizer, a, b = _two_variables()
+    before = _state(optimizer, [a, b])
+    grads = [keras.ops.ones((5, 3)), keras.ops.ones((6, 3)), keras.ops.ones((6, 3))][:count]
+    with pytest.raises(ValueError, match=f"{count} gradients for 2 variables"):
+        if how == "apply":
+            optimizer.apply(grads)
+        else:
+            optimizer.stateless_apply(
+                [v.value for v in optimizer.variables], grads, [a.value, b.value]
+            )
+    _assert_state(optimizer, [a, b], before)
+
+
+def _zero_size_gradient(shape, kind):
+    if kind == "dense":
+        return keras.ops.zeros(shape)
+    return sparse_gradient([], np.zeros((0,) + shape[1:], "float32"), shape)
+
+
+ZERO_SIZE = [((3, 0), "dense"), ((0, 3), "dense"), ((0,), "dense"), ((0, 3), "sparse")]
+
+
+@pytest.mark.parametrize("mode", _mode_ids("eager", "compiled", "xla"))
+@pytest.mark.parametrize(
+    "shape,kind", ZERO_SIZE, ids=[f"{kind}-{'x'.join(map(str, s))}" for s, kind in ZERO_SIZE]
+)
+def test_zero_size_variables_train_as_with_keras_adam(shape, kind, mode):
+    """A zero-size variable next to others: the step applies (Keras' Adam
+    applies it), and the other variable moves as it would alone."""
+    results = []
+    for with_empty in (True, False):
+        a = keras.Variable(np.ones((4, 3), "float32"), name="a")
+        variables = [a]
+        grads = [keras.ops.convert_to_tensor(np.full((4, 3), 0.25, "float32"))]
+        if with_empty:
+            variables.append(keras.Variable(np.zeros(shape, "float32"), name="empty"))
+            grads.append(_zero_size_gradient(shape, kind))
+        optimizer = LazyAdam(0.1)
+        optimizer.build(variables)
+        _apply(optimizer, grads, variables, _compiled(mode))
+        assert int(to_numpy(optimizer.iterations)) == 1
+        results.append(to_numpy(a))
+    np.testing.assert_array_equal(results[0], results[1])

@@ -138,6 +138,68 @@ def test_mismatched_lists_raise_before_writing_anything():
         np.testing.assert_array_equal(x, y)
 
 
+# name -> (the list, given the right arrays [a's, b's]; the error)
+BAD_ARRAYS = {
+    "strings": (
+        lambda good: [np.int64(3), good[0], np.array(["x", "y", "z"]), good[0], good[1]],
+        "Array 2 of tfa's get_weights\\(\\) must hold real numbers.*<U1",
+    ),
+    "object-none": (
+        lambda good: [np.int64(3), good[0], good[1], good[0], np.array([None] * 3)],
+        "Array 4 .* must hold real numbers.*object.*None",
+    ),
+    "fractional-iterations": (
+        lambda good: [np.float64(2.5)] + good * 2,
+        "iteration count, a scalar integer >= 0.*2.5",
+    ),
+    "negative-iterations": (
+        lambda good: [np.int64(-1)] + good * 2,
+        "iteration count, a scalar integer >= 0.*-1",
+    ),
+}
+
+
+@pytest.mark.parametrize("bad", sorted(BAD_ARRAYS))
+def test_non_numeric_arrays_raise_before_writing_anything(bad):
+    """Every array is checked and converted before the first write: no
+    iteration count or earlier slot is written by a call that raises, and
+    an object array of None is refused (not NaN in the slots)."""
+    a = keras.Variable(np.ones((4, 2), "float32"), name="a")
+    b = keras.Variable(np.ones((3,), "float32"), name="b")
+    optimizer = LazyAdam()
+    optimizer.build([a, b])
+    before = [to_numpy(v) for v in optimizer.variables]
+    good = [np.full((4, 2), 0.5, "float32"), np.full((3,), 0.5, "float32")]
+    make, match = BAD_ARRAYS[bad]
+    with pytest.raises(ValueError, match=match):
+        load_tfa_weights(optimizer, make(good), [a, b])
+    for x, y in zip(before, [to_numpy(v) for v in optimizer.variables]):
+        np.testing.assert_array_equal(x, y)
+
+
+def test_object_arrays_of_numbers_load():
+    a = keras.Variable(np.ones((2,), "float32"), name="a")
+    optimizer = LazyAdam()
+    load_tfa_weights(optimizer, [np.array(4, object), np.array([0.5, 1], object), np.ones(2)], [a])
+    assert int(to_numpy(optimizer.iterations)) == 4
+    np.testing.assert_array_equal(to_numpy(optimizer.get_slot(a, "m")), [0.5, 1.0])
+
+
+def test_loads_with_gradient_accumulation():
+    """`iterations` counts updates there (Keras derives it from the count of
+    calls): the loaded count is tfa's, and the next update is a whole window
+    later."""
+    a = keras.Variable(np.ones((4, 2), "float32"), name="a")
+    optimizer = LazyAdam(0.1, gradient_accumulation_steps=3)
+    m, v = np.full((4, 2), 0.5, "float32"), np.full((4, 2), 0.25, "float32")
+    load_tfa_weights(optimizer, [np.int64(7), m, v], [a])
+    assert int(to_numpy(optimizer.iterations)) == 7
+    np.testing.assert_array_equal(to_numpy(optimizer.get_slot(a, "m")), m)
+    for _ in range(3):
+        optimizer.apply([keras.ops.ones((4, 2))], [a])
+    assert int(to_numpy(optimizer.iterations)) == 8
+
+
 def test_documented_and_exported():
     assert "load_tfa_weights" in keras_lazyadam.__all__
     assert "get_weights()" in load_tfa_weights.__doc__

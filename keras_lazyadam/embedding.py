@@ -30,6 +30,12 @@ class LazyEmbedding(keras.layers.Embedding):
     LoRA and quantized tables fall back to the stock lookup.
     """
 
+    def build(self, input_shape=None):
+        super().build(input_shape)
+        table = getattr(self, "_embeddings", None)  # the variable (not LoRA's sum)
+        if table is not None:
+            marks.mark_lazy_table(table, self.embeddings_regularizer is not None)
+
     def call(self, inputs):
         if self.lora_enabled or self.quantization_mode is not None:
             return super().call(inputs)

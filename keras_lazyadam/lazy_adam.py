@@ -57,7 +57,8 @@ class LazyAdam(TfaOptimizerAPI, backend.OptimizerMixin, keras.optimizers.Optimiz
         learning_rate: A float, a scalar tensor, a
             `keras.optimizers.schedules.LearningRateSchedule` instance, or a
             callable that takes no arguments and returns the value to use.
-            Defaults to `0.001`.
+            Not a variable (as in Keras): assign `optimizer.learning_rate`
+            to change it while training. Defaults to `0.001`.
         beta_1: A float, a scalar tensor, or a callable that takes no
             arguments and returns the value to use. The exponential decay rate
             for the 1st moment estimates. Defaults to `0.9`.
@@ -98,12 +99,16 @@ class LazyAdam(TfaOptimizerAPI, backend.OptimizerMixin, keras.optimizers.Optimiz
             an int32 counter per row, slot `"row_step"`; the maths is in
             `keras_lazyadam/rule.py`. Defaults to `"global"`.
         **kwargs: `lr`, the deprecated alias of `learning_rate` (tfa's
-            legacy keyword), and the keywords of `keras.optimizers.Optimizer`.
+            legacy keyword; refused together with `learning_rate`), and the
+            keywords of `keras.optimizers.Optimizer`.
+
+    A variable given for any hyperparameter is refused: it is read once,
+    when the optimizer is made, and later assignments would be ignored.
     """
 
     def __init__(
         self,
-        learning_rate=0.001,
+        learning_rate=validation.DEFAULT_LEARNING_RATE,
         beta_1=0.9,
         beta_2=0.999,
         epsilon=1e-7,
@@ -124,7 +129,9 @@ class LazyAdam(TfaOptimizerAPI, backend.OptimizerMixin, keras.optimizers.Optimiz
         **kwargs,
     ):
         if "lr" in kwargs:
-            if learning_rate != 0.001:
+            # Any `learning_rate` passed (0.001 included, by keyword or by
+            # position) is not the default object.
+            if learning_rate is not validation.DEFAULT_LEARNING_RATE:
                 raise ValueError(
                     "Pass `learning_rate` or its deprecated alias `lr`, not "
                     f"both. Received: learning_rate={learning_rate}, "
@@ -157,6 +164,9 @@ class LazyAdam(TfaOptimizerAPI, backend.OptimizerMixin, keras.optimizers.Optimiz
         self.amsgrad = validation.boolean("amsgrad", amsgrad)
         self.skip_zero_rows = validation.boolean("skip_zero_rows", skip_zero_rows)
         self.step_mode = validation.step_mode(step_mode)
+        # Variables whose gradients are accumulated from sparse ones: their
+        # accumulated (dense) gradient updates only its non-zero rows.
+        self._accumulates_sparse = set()
 
     def build(self, var_list):
         """Creates the slots `m`, `v` (and `vhat` with `amsgrad`) per variable,
@@ -191,8 +201,25 @@ class LazyAdam(TfaOptimizerAPI, backend.OptimizerMixin, keras.optimizers.Optimiz
     def apply(self, grads, trainable_variables=None):
         """Applies gradients; sparse ones are checked and coalesced here."""
         grads = list(grads)
+        if not grads:
+            return None  # as Keras: an empty list is a no-op
         if trainable_variables is None:
+            # As Keras' own optimizers (JAX's `stateless_apply` comes here).
+            if not self.built:
+                raise ValueError(
+                    "When passing `grads` without `trainable_variables`, the "
+                    "optimizer must already be built on a list of variables. "
+                    "Call `optimizer.build(trainable_variables)` first, or pass "
+                    "`trainable_variables`."
+                )
             variables = upstream.trainable_variables(self)
+            if len(grads) != len(variables):
+                raise ValueError(
+                    "When passing `grads` without `trainable_variables`, there "
+                    "must be one gradient per variable the optimizer was built "
+                    f"for. Received: {len(grads)} gradients for "
+                    f"{len(variables)} variables"
+                )
         else:
             variables = list(trainable_variables)
             if len(grads) != len(variables):
@@ -226,27 +253,38 @@ class LazyAdam(TfaOptimizerAPI, backend.OptimizerMixin, keras.optimizers.Optimiz
         row_shape = (None,) + tuple(values.shape[1:])
         validation.check_gradient(variable, row_shape, values.dtype)
         validation.check_row_indices(variable, indices, values)
+        # Before any compare or cast: narrow dtypes would wrap there.
+        indices = backend.widen_indices(indices)
         name = validation.name_of(variable)
         indices = backend.check_rows(indices, variable.shape[0], name)
         rows = sparse.coalesce(indices, values, variable.shape[0])
         if self.gradient_accumulation_steps:
-            # Accumulators are dense; rows left at zero stay untouched.
+            # Accumulators are dense; rows left at zero stay untouched,
+            # whatever `skip_zero_rows` says (see `update_step`).
+            self._accumulates_sparse.add(upstream.var_key(self, variable))
             return rows.densify(variable.shape), indices
         return rows, indices
 
     def update_step(self, gradient, variable, learning_rate):
         """Updates one variable, lazily by rows."""
+        if 0 in tuple(variable.shape):
+            return  # a zero-size variable: nothing to update (as in Adam)
         hyper = self._hyperparameters(variable, learning_rate)
         index = self._get_variable_index(variable)
         slots = {name: slots[index] for name, slots in self._slots.items()}
         state = State(variable, **slots)
-        rows = self._sparse_rows(gradient, variable)
+        # Accumulated sparse gradients stay lazy whatever `skip_zero_rows`.
+        lazy = upstream.var_key(self, variable) in self._accumulates_sparse
+        skip_zero_rows = self.skip_zero_rows or lazy
+        rows = self._sparse_rows(gradient, variable, skip_zero_rows)
         if rows is not None:
             self._update_rows(state, rows, hyper)
             return
         touched = True
-        if self.skip_zero_rows and len(variable.shape) >= 2:
+        if skip_zero_rows and len(variable.shape) >= 2:
             touched = backend.touched_rows(gradient)
+        elif lazy:
+            touched = ops.not_equal(gradient, 0)  # rank 1: a row is an element (NaN too)
         if touched is True and backend.fused_dense_update(state, gradient, hyper):
             return
         dtype = _compute_dtype(variable)
@@ -277,12 +315,12 @@ class LazyAdam(TfaOptimizerAPI, backend.OptimizerMixin, keras.optimizers.Optimiz
             ),
         )
 
-    def _sparse_rows(self, gradient, variable):
+    def _sparse_rows(self, gradient, variable, skip_zero_rows):
         """The gradient as `SparseRows` if it is one, or if the backend can
         cheaply pick the non-zero rows of a dense one; else None."""
         if isinstance(gradient, sparse.SparseRows):
             return gradient
-        if self.skip_zero_rows and len(variable.shape) >= 2:
+        if skip_zero_rows and len(variable.shape) >= 2:
             found = backend.nonzero_rows(gradient)
             if found is not None:
                 return sparse.unique_rows(*found, variable.shape[0])
@@ -349,6 +387,12 @@ class LazyAdam(TfaOptimizerAPI, backend.OptimizerMixin, keras.optimizers.Optimiz
         config = dict(config)
         config.pop("is_legacy_optimizer", None)  # written by Keras 2.11+
         if "lr" in config:
+            if "learning_rate" in config:
+                raise ValueError(
+                    "A config may hold `learning_rate` or its deprecated alias "
+                    f"`lr`, not both. Received: learning_rate="
+                    f"{config['learning_rate']}, lr={config['lr']}"
+                )
             config["learning_rate"] = config.pop("lr")
         return super().from_config(config, custom_objects=custom_objects)
 

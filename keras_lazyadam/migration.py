@@ -17,6 +17,7 @@ And a model that keeps `keras.layers.Embedding` gets the fast path with
 import keras
 import numpy as np
 
+from keras_lazyadam import upstream
 from keras_lazyadam.embedding import LazyEmbedding
 from keras_lazyadam.lazy_adam import LazyAdam
 
@@ -74,7 +75,7 @@ def load_tfa_weights(optimizer, weights, var_list):
             f"`optimizer` must be a keras_lazyadam.LazyAdam. Received: {type(optimizer).__name__}"
         )
     var_list = list(var_list)
-    weights = [np.asarray(w) for w in weights]
+    weights = [_numeric_array(i, w) for i, w in enumerate(weights)]
     slots = optimizer.get_slot_names()[: 3 if optimizer.amsgrad else 2]
     expected = 1 + len(slots) * len(var_list)
     if len(weights) != expected:
@@ -89,14 +90,20 @@ def load_tfa_weights(optimizer, weights, var_list):
             f"each variable), received {len(weights)}{hint}."
         )
     iterations = weights[0]
-    if iterations.size != 1:
+    if (
+        iterations.size != 1
+        or not np.isfinite(iterations).all()
+        or iterations.reshape(()) < 0
+        or iterations.reshape(()) != np.round(iterations.reshape(()))
+    ):
         raise ValueError(
-            "The first array of tfa's get_weights() must be the scalar "
-            f"iteration count. Received shape {iterations.shape}"
+            "The first array of tfa's get_weights() must be the iteration "
+            f"count, a scalar integer >= 0. Received: {iterations!r}"
         )
+    iterations = int(iterations.reshape(()))
     if not optimizer.built:
         optimizer.build(var_list)
-    # Check everything before writing anything.
+    # Check and convert everything before writing anything.
     targets = []
     for s, slot in enumerate(slots):
         for i, variable in enumerate(var_list):
@@ -108,10 +115,7 @@ def load_tfa_weights(optimizer, weights, var_list):
                     f"{value.shape}, the variable has shape {tuple(target.shape)}. "
                     "Is var_list in the order tfa's optimizer saw it?"
                 )
-            targets.append((target, value))
-    optimizer.iterations.assign(int(iterations.reshape(())))
-    for target, value in targets:
-        target.assign(value.astype(keras.backend.standardize_dtype(target.dtype)))
+            targets.append((target, value.astype(keras.backend.standardize_dtype(target.dtype))))
     if optimizer.step_mode != "global":
         # tfa kept no row counter: a row it has updated (non-zero v) counts
         # as updated at the last step ("catch_up": nothing to catch up) and
@@ -119,9 +123,34 @@ def load_tfa_weights(optimizer, weights, var_list):
         v = weights[1 + len(var_list) : 1 + 2 * len(var_list)]
         for variable, value in zip(var_list, v):
             touched = np.any(value.reshape(value.shape[:1] + (-1,)) != 0, axis=1)
-            counts = np.where(touched, int(iterations.reshape(())), 0).astype("int32")
-            optimizer.get_slot(variable, "row_step").assign(counts.reshape(value.shape[:1]))
+            counts = np.where(touched, iterations, 0).astype("int32")
+            targets.append((optimizer.get_slot(variable, "row_step"), counts))
+    # With gradient accumulation `iterations` counts updates, and Keras
+    # derives it from the count of calls: one update every `steps` calls.
+    steps = optimizer.gradient_accumulation_steps or 1
+    upstream.iteration_counter(optimizer).assign(iterations * steps)
+    for target, value in targets:
+        target.assign(value)
     return optimizer
+
+
+def _numeric_array(index, value):
+    """`value` as a real-valued numpy array, or a `ValueError` naming it."""
+    array = np.asarray(value)
+    if array.dtype.kind == "O":
+        items = array.reshape(-1).tolist()
+        if all(
+            isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, bool)
+            for x in items
+        ):
+            array = array.astype(np.float64)
+    if array.dtype.kind not in "iuf":
+        raise ValueError(
+            f"Array {index} of tfa's get_weights() must hold real numbers. "
+            f"Received: an array of dtype {array.dtype}"
+            + (f" ({array.reshape(-1)[:3].tolist()}...)" if array.size else "")
+        )
+    return array
 
 
 def use_lazy_embedding(model):

@@ -36,6 +36,11 @@ PRIVATE_APIS = {
     ("keras.optimizers.Optimizer", "_trainable_variables"): (
         "the variables of `apply(grads)` called without variables"
     ),
+    ("keras.optimizers.Optimizer", "_iterations"): (
+        "the count of `apply` calls: with `gradient_accumulation_steps`, the "
+        "public `iterations` is derived from it and cannot be assigned "
+        "(`load_tfa_weights` sets it)"
+    ),
     ("keras.optimizers.LossScaleOptimizer", "__init__"): (
         "sets `inner_optimizer.loss_scale_factor = None`; LazyAdam's setter "
         "sees that and then hands its tables dense gradients, since the "
@@ -77,6 +82,12 @@ def knows_variable(optimizer, variable):
 
 def trainable_variables(optimizer):
     return optimizer._trainable_variables
+
+
+def iteration_counter(optimizer):
+    """The variable counting `apply` calls (`iterations` itself without
+    gradient accumulation)."""
+    return optimizer._iterations
 
 
 def clip_by_norm(optimizer, values):

@@ -9,7 +9,23 @@ import warnings
 
 import keras
 
+from keras_lazyadam import marks
+
 _WARNED_DENSE_TABLES = set()
+
+
+class _Default(float):
+    """A float that `is` only the default: `LazyAdam(0.001, lr=...)` passes
+    another float object, so it can be told from the default and refused."""
+
+    def __repr__(self):
+        return float.__repr__(self)
+
+    def __reduce__(self):
+        return (float, (float(self),))
+
+
+DEFAULT_LEARNING_RATE = _Default(0.001)
 
 
 def name_of(variable):
@@ -30,7 +46,9 @@ def check_variables(variables):
             )
 
 
-def check_gradient(variable, shape, dtype):
+def check_shape(variable, shape):
+    """A gradient's shape (a sparse one's declared dense shape; None for a
+    dimension not known while tracing) is the variable's."""
     expected = tuple(variable.shape)
     shape = tuple(shape)
     if len(shape) != len(expected) or any(
@@ -40,6 +58,10 @@ def check_gradient(variable, shape, dtype):
             f"The gradient of variable {name_of(variable)!r} must have the "
             f"variable's shape {expected}. Received: gradient shape={shape}"
         )
+
+
+def check_gradient(variable, shape, dtype):
+    check_shape(variable, shape)
     if not is_float(dtype):
         raise ValueError(
             f"The gradient of variable {name_of(variable)!r} must be floating "
@@ -65,7 +87,54 @@ def check_row_indices(variable, indices, values):
         )
 
 
+def is_variable(value):
+    """A `keras.Variable` or a backend variable (`tf.Variable`): something
+    that may be assigned after the optimizer was made."""
+    return isinstance(value, keras.Variable) or hasattr(value, "assign")
+
+
+_INT_MAX = {"int32": 2**31 - 1, "int64": 2**63 - 1}
+
+
+def wide_index_dtype(dtype, int64=True):
+    """`(dtype, clamp)`: the signed dtype of at least 32 bits that integer
+    row indices of `dtype` are widened to, and the value to clamp them to
+    first (None: the cast is lossless); None for a non-integer dtype.
+
+    int8 .. uint16 become int32 (lossless); uint32 becomes int64, and uint64
+    int64 clamped to its max: a clamped value is out of range of any
+    variable, so it is refused or dropped as other bad rows, never wrapped
+    onto a row. `int64=False` (JAX without x64) clamps uint32 into int32.
+    """
+    dtype = keras.backend.standardize_dtype(dtype)
+    if dtype in ("int8", "uint8", "int16", "uint16", "int32"):
+        return "int32", None
+    if dtype == "int64" or dtype == "uint32" and int64:
+        return "int64", None
+    if dtype in ("uint32", "uint64"):
+        target = "int64" if dtype == "uint64" else "int32"
+        return target, _INT_MAX[target]
+    return None
+
+
 def _as_float(name, value):
+    if is_variable(value):
+        # Read once here, it would silently ignore later assignments (Keras'
+        # own optimizers refuse a variable learning rate too).
+        hint = (
+            " To change the learning rate while training, assign "
+            "`optimizer.learning_rate = value`, or pass a "
+            "`keras.optimizers.schedules.LearningRateSchedule`."
+            if name == "learning_rate"
+            else " Pass its value (a float), or a callable that returns it."
+            if name in ("beta_1", "beta_2")
+            else " Pass its value (a float)."
+        )
+        raise ValueError(
+            f"`{name}` must be a float or a scalar tensor, not a variable: "
+            "LazyAdam reads it once, when it is created, and would ignore "
+            f"later assignments.{hint} Received: {name}={value!r}"
+        )
     try:
         return float(value)
     except (TypeError, ValueError):
@@ -77,7 +146,7 @@ def _as_float(name, value):
 def learning_rate(value):
     if isinstance(value, keras.optimizers.schedules.LearningRateSchedule) or callable(value):
         return value
-    return non_negative("learning_rate", value)
+    return non_negative("learning_rate", value)  # a plain float (not the default object)
 
 
 def beta(name, value):
@@ -129,15 +198,33 @@ def warn_dense_embedding_table(variable):
     if name in _WARNED_DENSE_TABLES:
         return
     _WARNED_DENSE_TABLES.add(name)
-    warnings.warn(
+    cost = (
         f"LazyAdam received a dense gradient for the embedding table {name!r} "
         f"({variable.shape[0]} rows): every step then scans and masks the "
-        "whole table, about the cost of a dense Adam step. Use "
-        "`keras_lazyadam.LazyEmbedding` in place of `keras.layers.Embedding` "
-        "(`keras_lazyadam.use_lazy_embedding(model)` converts a model, "
-        "weights included) so that only the rows looked up are updated.",
-        stacklevel=4,
+        "whole table, about the cost of a dense Adam step."
     )
+    lazy = marks.lazy_table(variable)
+    if lazy is None:
+        fix = (
+            " Use `keras_lazyadam.LazyEmbedding` in place of "
+            "`keras.layers.Embedding` (`keras_lazyadam.use_lazy_embedding(model)` "
+            "converts a model, weights included) so that only the rows looked "
+            "up are updated."
+        )
+    elif lazy["regularized"]:
+        fix = (
+            " The table is a `LazyEmbedding`'s, but its `embeddings_regularizer` "
+            "gives every row a gradient at every step, which no layer can keep "
+            "sparse. Drop the regularizer to keep the steps lazy (LazyAdam's "
+            "`weight_decay` decays only the rows a step updates)."
+        )
+    else:
+        fix = (
+            " The table is a `LazyEmbedding`'s: something other than its lookup "
+            "(a second use of the table, a loss term on the whole table) made "
+            "its gradient dense."
+        )
+    warnings.warn(cost + fix, stacklevel=4)
 
 
 def check_saveable(optimizer, names):

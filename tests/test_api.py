@@ -88,6 +88,50 @@ def test_scalar_tensor_hyperparameters_and_lr_alias():
         assert LazyAdam(lr=0.25).get_config()["learning_rate"] == 0.25
 
 
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda: LazyAdam(learning_rate=0.001, lr=0.5),
+        lambda: LazyAdam(0.001, lr=0.5),
+        lambda: LazyAdam(0.1, lr=0.5),
+        lambda: LazyAdam.from_config({"learning_rate": 0.001, "lr": 0.5}),
+    ],
+    ids=["default-value-by-keyword", "default-value-by-position", "other-value", "from_config"],
+)
+def test_lr_alias_together_with_learning_rate_is_refused(call):
+    """Whatever `learning_rate` says, the default's value included: `lr`
+    must not silently win."""
+    with pytest.raises(ValueError, match="`learning_rate` or its deprecated alias `lr`, not both"):
+        call()
+
+
+def test_learning_rate_default_is_a_plain_0_001():
+    import inspect
+
+    default = inspect.signature(LazyAdam).parameters["learning_rate"].default
+    assert default == 0.001 and repr(default) == "0.001"
+    assert LazyAdam().get_config()["learning_rate"] == pytest.approx(0.001)
+    with pytest.warns(DeprecationWarning):
+        assert LazyAdam(lr=0.5).get_config()["learning_rate"] == 0.5
+
+
+@pytest.mark.parametrize(
+    "name", ["learning_rate", "beta_1", "beta_2", "epsilon", "decay", "weight_decay", "clipnorm"]
+)
+def test_variable_hyperparameters_are_refused(name):
+    """LazyAdam reads a hyperparameter once: a variable given for one would
+    silently stop counting when assigned later. Refused, as Keras' own
+    optimizers refuse a variable learning rate (`optimizer.learning_rate =`
+    and schedules change the learning rate during training)."""
+    value = keras.Variable(0.5, name="hyper")
+    hint = "optimizer.learning_rate = value" if name == "learning_rate" else "Pass its value"
+    with pytest.raises(ValueError, match=f"`{name}` must be .*not a variable.*{hint}"):
+        LazyAdam(**{name: value})
+    if name == "learning_rate":
+        with pytest.raises(ValueError, match="learning_rate"):
+            keras.optimizers.Adam(learning_rate=value)  # Keras refuses it too
+
+
 def test_config_round_trip():
     schedule = keras.optimizers.schedules.ExponentialDecay(0.1, 10, 0.9)
     opt = LazyAdam(

@@ -258,3 +258,73 @@ def test_schedule_reaching_zero_moves_nothing(kwargs, gradient):
         optimizer.apply([grad], [variable])
     np.testing.assert_array_equal(numpy(variable), before)
     assert int(numpy(optimizer.iterations)) == 3
+
+
+@pytest.mark.parametrize("shape", [SHAPE, (10,)], ids=["table", "vector"])
+@pytest.mark.parametrize("skip_zero_rows", [True, False])
+def test_accumulated_sparse_gradients_update_only_their_rows(skip_zero_rows, shape, compiled):
+    """With gradient accumulation, rows absent from every accumulated sparse
+    gradient keep value, m and v bit for bit, whatever `skip_zero_rows`
+    says; the rows present move as one sparse step of the mean gradient."""
+    from conftest import Stepper
+
+    rng = np.random.default_rng(5)
+    init = rng.normal(size=shape).astype("float32")
+    windows = [([1, 2], [4]), ([4, 7], [2])]
+    values = {n: rng.normal(size=(n,) + shape[1:]).astype("float32") for n in (1, 2)}
+    accumulated = Stepper(
+        LazyAdam(0.1, skip_zero_rows=skip_zero_rows, gradient_accumulation_steps=2),
+        keras.Variable(init),
+        compiled,
+    )
+    single = Stepper(LazyAdam(0.1), keras.Variable(init), compiled)
+    for first, second in windows:
+        before = [numpy(accumulated.variable)] + [accumulated.slot(s) for s in ("m", "v")]
+        accumulated(sparse_gradient(first, values[len(first)], shape))
+        accumulated(sparse_gradient(second, values[len(second)], shape))
+        rows = np.array(first + second)
+        mean = np.concatenate([values[len(first)], values[len(second)]]) / 2
+        single(sparse_gradient(rows, mean, shape))
+        after = [numpy(accumulated.variable)] + [accumulated.slot(s) for s in ("m", "v")]
+        absent = np.setdiff1d(np.arange(shape[0]), rows)
+        for b, a in zip(before, after):
+            np.testing.assert_array_equal(a[absent], b[absent])
+        np.testing.assert_allclose(
+            numpy(accumulated.variable), numpy(single.variable), rtol=1e-5, atol=1e-6
+        )
+
+
+@pytest.mark.skipif(BACKEND != "jax", reason="JAX compiles every eager op for each new shape")
+def test_jax_eager_steps_compile_nothing_new_for_a_new_number_of_rows():
+    """Eager `apply` with a BCOO gradient of a new nnz every step: once a
+    power-of-two size was seen, no new size compiles anything (before, each
+    new nnz compiled ~40 ops: seconds a step and memory without bound)."""
+    import jax
+
+    compiles = []
+
+    def listen(event, *_, **__):
+        if event == "/jax/core/compile/backend_compile_duration":
+            compiles.append(event)
+
+    rng = np.random.default_rng(0)
+    sizes = list(range(33, 65))
+    grads = {
+        n: sparse_gradient(
+            rng.integers(0, 100, n), rng.normal(size=(n, 3)).astype("float32"), (100, 3)
+        )
+        for n in sizes
+    }
+    optimizer, variable = LazyAdam(0.01), keras.Variable(np.zeros((100, 3), "float32"))
+    jax.monitoring.register_event_duration_secs_listener(listen)
+    try:
+        optimizer.apply([grads[33]], [variable])  # compiles the 64-entry step
+        seen = len(compiles)
+        for n in sizes[1:]:
+            optimizer.apply([grads[n]], [variable])
+    finally:
+        unregister = getattr(jax.monitoring, "unregister_event_duration_listener", None)
+        if unregister is not None:
+            unregister(listen)
+    assert seen > 0  # the listener hears compilations
+    assert len(compiles) == seen, f"{len(compiles) - seen} compilations for {len(sizes) - 1} sizes"

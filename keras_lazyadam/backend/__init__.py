@@ -25,6 +25,7 @@ else:
 
 to_sparse_rows = getattr(_impl, "to_sparse_rows", defaults.to_sparse_rows)
 sparse_gradient = getattr(_impl, "sparse_gradient", defaults.sparse_gradient)
+widen_indices = getattr(_impl, "widen_indices", defaults.widen_indices)
 check_rows = getattr(_impl, "check_rows", defaults.check_rows)
 after = getattr(_impl, "after", defaults.after)
 sum_rows = getattr(_impl, "sum_rows", defaults.sum_rows)

@@ -10,6 +10,8 @@ import contextlib
 import keras
 from keras import ops
 
+from keras_lazyadam.validation import wide_index_dtype as _wide_index_dtype
+
 
 def to_sparse_rows(gradient, variable):
     """`(indices, values)` row slices of a native sparse gradient, else None.
@@ -19,6 +21,21 @@ def to_sparse_rows(gradient, variable):
     `LazyEmbedding` table whose lookup recorded its rows.
     """
     return None
+
+
+def widen_indices(indices, int64=True):
+    """Integer row indices in a signed dtype of at least 32 bits (see
+    `validation.wide_index_dtype`), so that no later compare with the row count, nor
+    cast, wraps a value onto another row (uint8 240 compared with 1,000
+    rows; int16 30,000). Other dtypes are left for
+    `validation.check_row_indices` to refuse."""
+    wide = _wide_index_dtype(indices.dtype, int64)
+    if wide is None or wide[0] == keras.backend.standardize_dtype(indices.dtype):
+        return indices
+    target, clamp = wide
+    if clamp is not None:
+        indices = ops.minimum(indices, ops.convert_to_tensor(clamp, dtype=indices.dtype))
+    return ops.cast(indices, target)
 
 
 def sparse_gradient(indices, values, shape):

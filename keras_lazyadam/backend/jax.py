@@ -7,41 +7,57 @@ Under `jax.jit` with donated buffers (Keras' trainer) XLA performs the
 import jax
 import jax.numpy as jnp
 import keras
+import numpy as np
 from jax.experimental import sparse as jax_sparse
 
 from keras_lazyadam import marks
 from keras_lazyadam import validation
+from keras_lazyadam.backend import defaults
 
 
 def to_sparse_rows(grad, variable):
     if not isinstance(grad, jax_sparse.BCOO):
         return _looked_up_rows(grad, variable)
     name = validation.name_of(variable)
+    validation.check_shape(variable, grad.shape)
     if grad.n_batch:
         raise ValueError(
             f"The gradient of {name!r}: LazyAdam takes BCOO gradients without "
             f"batch dimensions. Received: n_batch={grad.n_batch}"
         )
-    n, num_rows = grad.indices.shape[0], grad.shape[0]
-    rows, values = grad.indices[:, 0], grad.data
+    eager = not isinstance(grad.indices, jax.core.Tracer)
+    indices, values = grad.indices, grad.data
+    if eager:
+        # Eager ops compile once per shape: padded to a power of two (and
+        # widened), a new number of entries each step compiles nothing new.
+        indices, values = _bucket(indices, values, grad.shape[: grad.n_sparse])
+    else:
+        # Before any compare: uint8 240 >= 1,000 rows wraps in uint8.
+        indices = widen_indices(indices)
+    n, num_rows = indices.shape[0], grad.shape[0]
+    rows = indices[:, 0]
     # BCOO's padding (`nse` larger than needed: `sum_duplicates(nse=...)`)
     # has every index at the shape and a zero value. As `num_rows + 1` it is
     # out of range, so every row write drops it, and `check_rows` lets it
     # through; an entry at the shape with a value is an error as any other.
-    at_shape = jnp.all(grad.indices == jnp.asarray(grad.shape[: grad.n_sparse]), axis=1)
+    at_shape = jnp.all(indices == jnp.asarray(grad.shape[: grad.n_sparse]), axis=1)
     zero = jnp.all(values == 0, axis=tuple(range(1, values.ndim)))
     padding = at_shape & zero
+    if eager:
+        # Checked here, where padding is known: a row `num_rows + 1` given
+        # by the caller must raise, not pass for padding in `check_rows`.
+        _raise_bad_rows(rows, ((rows < 0) | (rows >= num_rows)) & ~padding, num_rows, name)
     bad = jnp.zeros(n, bool)
     inner = []
     for axis in range(1, grad.n_sparse):
-        column, size = grad.indices[:, axis], grad.shape[axis]
+        column, size = indices[:, axis], grad.shape[axis]
         bad = bad | (((column < 0) | (column >= size)) & ~padding)
         inner.append(jnp.where(padding, 0, column))
-    if not isinstance(bad, jax.core.Tracer) and bool(jnp.any(bad)):
+    if eager and bool(jnp.any(bad)):
         raise ValueError(
             f"Element indices of the gradient of {name!r} must be inside the "
             f"variable's shape {tuple(grad.shape)}. Received: "
-            f"{grad.indices[bad][:5].tolist()}"
+            f"{indices[bad][:5].tolist()}"
         )
     if inner:
         # Element-sparse: every stored element becomes a row slice holding
@@ -52,6 +68,42 @@ def to_sparse_rows(grad, variable):
         values = rows_values.at[(jnp.arange(n),) + tuple(inner)].set(values)
         padding = padding | bad
     return jnp.where(padding, num_rows + 1, rows), values
+
+
+def widen_indices(indices):
+    return defaults.widen_indices(indices, int64=jax.config.read("jax_enable_x64"))
+
+
+def _bucket(indices, values, shape):
+    """Eager BCOO entries, indices widened (`widen_indices`), padded with
+    BCOO's own padding (indices at the shape, zero values) to a power of
+    two, at least 8. On the host: an op on the device would itself compile
+    for every new size."""
+    n = indices.shape[0]
+    size = max(8, 1 << (n - 1).bit_length())
+    wide = validation.wide_index_dtype(indices.dtype, jax.config.read("jax_enable_x64"))
+    if size == n and (wide is None or wide == (indices.dtype.name, None)):
+        return indices, values
+    indices = np.asarray(indices)
+    if wide is not None:
+        target, clamp = wide
+        indices = (indices if clamp is None else np.minimum(indices, clamp)).astype(target)
+    if size == n:
+        return jnp.asarray(indices), values
+    pad_indices = np.broadcast_to(np.asarray(shape, indices.dtype), (size - n, indices.shape[1]))
+    pad_values = np.zeros((size - n,) + tuple(values.shape[1:]), values.dtype)
+    return (
+        jnp.asarray(np.concatenate([indices, pad_indices])),
+        jnp.asarray(np.concatenate([np.asarray(values), pad_values])),
+    )
+
+
+def _raise_bad_rows(indices, bad, num_rows, name):
+    if bool(jnp.any(bad)):
+        raise ValueError(
+            f"Row indices of the gradient of {name!r} must be in "
+            f"[0, {num_rows}). Received: {indices[bad][:5].tolist()}"
+        )
 
 
 def sparse_gradient(indices, values, shape):
@@ -66,14 +118,10 @@ def check_rows(indices, num_rows, name):
     `num_rows`, which gathers as NaN and is dropped by every scatter, so the
     rest of the step applies and the bad row changes nothing.
     """
-    padding = indices == num_rows + 1  # see `to_sparse_rows`
+    padding = indices == num_rows + 1  # see `to_sparse_rows` (checked there)
     bad = ((indices < 0) | (indices >= num_rows)) & ~padding
     if not isinstance(indices, jax.core.Tracer):
-        if bool(jnp.any(bad)):
-            raise ValueError(
-                f"Row indices of the gradient of {name!r} must be in "
-                f"[0, {num_rows}). Received: {indices[bad][:5].tolist()}"
-            )
+        _raise_bad_rows(indices, bad, num_rows, name)
     return jnp.where(bad | padding, num_rows, indices)
 
 
@@ -91,6 +139,8 @@ def coalesce(indices, values, num_rows):
     """
     n, indices = indices.shape[0], indices.astype(jnp.int32)  # checked rows
     position = jnp.arange(n, dtype=jnp.int32)
+    if num_rows == 0:
+        return position, jnp.zeros_like(values)  # no rows: every slot is spare
     winner = jnp.zeros(num_rows, jnp.int32).at[indices].set(position, mode="drop")
     slot = jnp.take(winner, indices, mode="fill", fill_value=n)
     sums = jax.ops.segment_sum(values, slot, num_segments=n)
@@ -101,6 +151,8 @@ def touched_rows(gradient):
     # max |g| per row reduces faster on XLA:CPU than any(g != 0) (a Keras
     # `Embedding` table's dense gradient, 1M x 64: 47 ms against 80), and
     # jnp.max propagates NaN, so a NaN row still counts as touched.
+    if gradient.size == 0:
+        return True  # nothing to mask (and max has no identity there)
     axes = tuple(range(1, gradient.ndim))
     return jnp.max(jnp.abs(gradient), axis=axes, keepdims=True) != 0
 

@@ -5,6 +5,7 @@ import contextlib
 import keras
 import tensorflow as tf
 
+from keras_lazyadam import validation
 from keras_lazyadam.backend import defaults
 
 
@@ -16,9 +17,25 @@ def _tf_variable(variable):
 
 def to_sparse_rows(grad, variable):
     if isinstance(grad, tf.IndexedSlices):
+        shape = _static_shape(grad.dense_shape)
+        if shape is not None:
+            validation.check_shape(variable, shape)
         # Indices may be a Python tuple or list (Keras' own tests build them so).
         return tf.convert_to_tensor(grad.indices), tf.convert_to_tensor(grad.values)
     return None
+
+
+def _static_shape(dense_shape):
+    """An IndexedSlices' declared shape (None for a dimension a graph does
+    not know), or None where not even its rank is known."""
+    if dense_shape is None:
+        return None
+    dense_shape = tf.convert_to_tensor(dense_shape)  # a list or tuple is allowed
+    value = tf.get_static_value(dense_shape, partial=True)
+    if value is not None:
+        return tuple(None if d is None else int(d) for d in value)
+    rank = dense_shape.shape[0] if dense_shape.shape.rank == 1 else None
+    return None if rank is None else (None,) * rank
 
 
 def sparse_gradient(indices, values, shape):

@@ -20,6 +20,7 @@ def to_sparse_rows(grad, variable):
             f"The gradient of {name!r} must be dense or sparse COO. Received: "
             f"layout={grad.layout}; convert it with `.to_sparse_coo()`."
         )
+    validation.check_shape(variable, grad.shape)
     # `_indices()`/`_values()` are the accessors of an uncoalesced tensor
     # (`indices()` would force a coalesce, which LazyAdam does itself).
     # On the variable's device (a gradient built on the CPU for a CUDA table).

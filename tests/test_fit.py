@@ -156,30 +156,6 @@ def test_transformed_table_gradient_is_not_replaced_by_recorded_rows(jit_compile
     )
 
 
-def test_use_lazy_embedding_converts_a_model_with_its_weights():
-    from keras_lazyadam import use_lazy_embedding
-
-    model = _model("stock")
-    model.compile(optimizer=LazyAdam(0.05), loss="binary_crossentropy")
-    model.train_on_batch(*_batch(np.arange(ROWS), 1))  # weights no longer initial
-    lazy = use_lazy_embedding(model)
-    assert type(lazy.get_layer("table")) is LazyEmbedding
-    for a, b in zip(model.get_weights(), lazy.get_weights()):
-        np.testing.assert_array_equal(a, b)
-    ids = _batch(np.arange(ROWS), 2)[0]
-    np.testing.assert_allclose(numpy(lazy(ids)), numpy(model(ids)), rtol=1e-6)
-    sequential = keras.Sequential(
-        [
-            keras.Input((IDS,), dtype="int32"),
-            keras.layers.Embedding(ROWS, DIM),
-            keras.layers.Flatten(),
-        ]
-    )
-    assert type(use_lazy_embedding(sequential).layers[0]) is LazyEmbedding
-    with pytest.raises(ValueError, match="`model` must be a Functional or Sequential"):
-        use_lazy_embedding(keras.layers.Embedding(ROWS, DIM))
-
-
 @pytest.mark.skipif(BACKEND == "tensorflow", reason="TF hands over the stock Embedding's rows")
 def test_dense_embedding_gradient_warns_with_the_fix():
     keras.utils.set_random_seed(0)

@@ -133,6 +133,12 @@ def embedding_lookup(table, ids, sparse):
     return ops.take(table, ids, axis=0)
 
 
+def is_dense(ids):
+    """Whether `ids` is a dense tensor (not sparse or ragged): only those
+    take `embedding_lookup`'s sparse-gradient path."""
+    return True
+
+
 def compute_gradients(loss, var_list, tape):
     """Gradients of a callable `loss` (tfa's `minimize` / `get_gradients`)."""
     raise NotImplementedError

@@ -7,6 +7,7 @@ import numpy as np
 from keras import ops
 
 from keras_lazyadam import backend
+from keras_lazyadam import dense_tables
 from keras_lazyadam import marks
 from keras_lazyadam import sparse
 from keras_lazyadam import upstream
@@ -211,7 +212,7 @@ class LazyAdam(TfaOptimizerAPI, backend.OptimizerMixin, keras.optimizers.Optimiz
         if slices is None:
             validation.check_gradient(variable, gradient.shape, gradient.dtype)
             if self.skip_zero_rows:
-                validation.warn_dense_embedding_table(variable)
+                dense_tables.warn_once(variable, self)
             return gradient, None
         indices, values = slices
         row_shape = (None,) + tuple(values.shape[1:])

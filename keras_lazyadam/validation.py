@@ -5,11 +5,8 @@ value, as Keras' own do.
 """
 
 import math
-import warnings
 
 import keras
-
-_WARNED_DENSE_TABLES = set()
 
 
 def name_of(variable):
@@ -118,26 +115,6 @@ def step_mode(value):
             f"Received: step_mode={value!r}"
         )
     return value
-
-
-def warn_dense_embedding_table(variable):
-    """Says once per table that a Keras `Embedding` table got a dense
-    gradient (JAX and torch with `keras.layers.Embedding`), and the fix."""
-    name = name_of(variable)
-    if variable.name != "embeddings" or len(variable.shape) != 2:
-        return
-    if name in _WARNED_DENSE_TABLES:
-        return
-    _WARNED_DENSE_TABLES.add(name)
-    warnings.warn(
-        f"LazyAdam received a dense gradient for the embedding table {name!r} "
-        f"({variable.shape[0]} rows): every step then scans and masks the "
-        "whole table, about the cost of a dense Adam step. Use "
-        "`keras_lazyadam.LazyEmbedding` in place of `keras.layers.Embedding` "
-        "(`keras_lazyadam.use_lazy_embedding(model)` converts a model, "
-        "weights included) so that only the rows looked up are updated.",
-        stacklevel=4,
-    )
 
 
 def check_saveable(optimizer, names):

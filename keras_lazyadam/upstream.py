@@ -17,6 +17,11 @@ PRIVATE_APIS = {
         "overridden by LazyAdam: Keras' weight-decay hook would decay every "
         "row; LazyAdam decays the touched rows inside `update_step`"
     ),
+    ("keras.optimizers.Optimizer", "_backend_update_step"): (
+        "overridden on torch: the loop that calls `update_step` for every "
+        "variable; LazyAdam groups the fused dense updates of a step into "
+        "one multi-tensor kernel there, as Keras' own Adam does"
+    ),
     ("keras.optimizers.Optimizer", "_clip_by_norm"): (
         "Keras' per-tensor `clipnorm` maths, reused for rows"
     ),

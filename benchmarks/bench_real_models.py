@@ -207,22 +207,22 @@ def _side(keras, build, side, jit_compile):
     return model
 
 
-def run_model(keras, name, steps, jit_compile):
+def run_model(keras, name, steps, jit_compile, warmup):
     build, features, batch, dense = MODELS[name](keras)
-    train = Data(features, batch * (steps + 2), seed=1, dense=dense)
+    train = Data(features, batch * (steps + warmup), seed=1, dense=dense)
     held_out = Data(features, batch * 4, seed=2, dense=dense)
     models = {}
     for side in SIDES:
         t0 = time.perf_counter()
         models[side] = _side(keras, build, side, jit_compile)
-        for i in range(2):  # compile and warm up
+        for i in range(warmup):  # compile, and reach TF's row-bucket sizes
             models[side].train_on_batch(*train.batch(i, batch))
         print(f"  {name}: built + compiled {side} in {time.perf_counter() - t0:.1f}s", flush=True)
     samples = {side: [] for side in SIDES}
     for step in range(steps):
         order = SIDES[step % 3 :] + SIDES[: step % 3]
         for side in order:
-            x, y = train.batch(step + 2, batch)
+            x, y = train.batch(step + warmup, batch)
             t0 = time.perf_counter()
             models[side].train_on_batch(x, y)
             samples[side].append(time.perf_counter() - t0)
@@ -252,7 +252,7 @@ def main(argv=None):
     results = {}
     for name in args.only or list(MODELS):
         try:
-            stats = run_model(keras, name, steps, jit_compile)
+            stats = run_model(keras, name, steps, jit_compile, 2 if args.quick else 10)
         except ImportError as e:
             print(f"\n== {name}: skipped ({e.name or e} is not installed)", flush=True)
             results[name] = f"skipped: {e.name or e} is not installed"

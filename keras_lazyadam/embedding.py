@@ -5,6 +5,7 @@ from keras import ops
 
 from keras_lazyadam import backend
 from keras_lazyadam import marks
+from keras_lazyadam import upstream
 
 
 @keras.saving.register_keras_serializable(package="keras_lazyadam")
@@ -30,17 +31,35 @@ class LazyEmbedding(keras.layers.Embedding):
     LoRA and quantized tables fall back to the stock lookup.
     """
 
-    def build(self, input_shape=None):
-        super().build(input_shape)
-        table = getattr(self, "_embeddings", None)  # the variable (not LoRA's sum)
-        if table is not None:
-            marks.mark_lazy_table(table, self.embeddings_regularizer is not None)
-
     def call(self, inputs):
         if self.lora_enabled or self.quantization_mode is not None:
+            return super().call(inputs)
+        if not backend.is_dense(inputs):  # sparse or ragged ids (keras-rs)
             return super().call(inputs)
         if inputs.dtype != "int32" and inputs.dtype != "int64":
             inputs = ops.cast(inputs, "int32")
         table = self.embeddings
         outputs = backend.embedding_lookup(table, inputs, sparse=marks.takes_sparse(table))
         return ops.cast(outputs, dtype=self.compute_dtype)
+
+
+_LAZY_CLASSES = {}  # an Embedding subclass -> its lazy-lookup subclass
+
+
+def lazy_class(cls):
+    """The class `use_lazy_embedding` gives a layer of class `cls` (a
+    `keras.layers.Embedding` or a subclass): `LazyEmbedding` for the stock
+    layer; for a subclass, a subclass of it whose `Embedding.call` (which
+    the subclass reaches through `super().call`) is `LazyEmbedding`'s,
+    saved exactly as `cls` is (same names: a saved file loads as before,
+    with the stock lookup)."""
+    if cls is keras.layers.Embedding or issubclass(cls, LazyEmbedding):
+        return LazyEmbedding if cls is keras.layers.Embedding else cls
+    lazy = _LAZY_CLASSES.get(cls)
+    if lazy is None:
+        attributes = {"__module__": cls.__module__, "__qualname__": cls.__qualname__}
+        attributes["__doc__"] = cls.__doc__
+        lazy = type(cls.__name__, (cls, LazyEmbedding), attributes)
+        upstream.save_as(lazy, cls)
+        _LAZY_CLASSES[cls] = lazy
+    return lazy

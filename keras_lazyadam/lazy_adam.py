@@ -7,6 +7,7 @@ import numpy as np
 from keras import ops
 
 from keras_lazyadam import backend
+from keras_lazyadam import dense_tables
 from keras_lazyadam import marks
 from keras_lazyadam import sparse
 from keras_lazyadam import upstream
@@ -234,8 +235,12 @@ class LazyAdam(TfaOptimizerAPI, backend.OptimizerMixin, keras.optimizers.Optimiz
         checked = [rows for _, rows in prepared if rows is not None]
         # Every write of the step (other variables, the iteration count)
         # waits for every row check: a step that raises changes nothing.
-        with backend.after(checked, list(self.variables) + variables):
-            return super().apply([g for g, _ in prepared], trainable_variables)
+        self._step_hyperparameters = {}  # this step's, per computation dtype
+        try:
+            with backend.after(checked, list(self.variables) + variables):
+                return super().apply([g for g, _ in prepared], trainable_variables)
+        finally:
+            self._step_hyperparameters = {}
 
     def _prepare(self, gradient, variable):
         """`(gradient to apply, checked row indices or None)`, before any write."""
@@ -247,7 +252,7 @@ class LazyAdam(TfaOptimizerAPI, backend.OptimizerMixin, keras.optimizers.Optimiz
         if slices is None:
             validation.check_gradient(variable, gradient.shape, gradient.dtype)
             if self.skip_zero_rows:
-                validation.warn_dense_embedding_table(variable)
+                dense_tables.warn_once(variable, self)
             return gradient, None
         indices, values = slices
         row_shape = (None,) + tuple(values.shape[1:])
@@ -278,7 +283,14 @@ class LazyAdam(TfaOptimizerAPI, backend.OptimizerMixin, keras.optimizers.Optimiz
         skip_zero_rows = self.skip_zero_rows or lazy
         rows = self._sparse_rows(gradient, variable, skip_zero_rows)
         if rows is not None:
-            self._update_rows(state, rows, hyper)
+            if (
+                isinstance(gradient, sparse.SparseRows)
+                and self.step_mode == "global"
+                and _prefers_whole(variable, rows)
+            ):
+                self._update_whole(state, rows, hyper)
+            else:
+                self._update_rows(state, rows, hyper)
             return
         touched = True
         if skip_zero_rows and len(variable.shape) >= 2:
@@ -294,6 +306,18 @@ class LazyAdam(TfaOptimizerAPI, backend.OptimizerMixin, keras.optimizers.Optimiz
                 self.assign(target, value)
 
     def _hyperparameters(self, variable, learning_rate):
+        """This step's `Hyperparameters` for `variable`: made once per step
+        for all variables of a computation dtype (and weight decay)."""
+        decays = self.weight_decay is not None and self._use_weight_decay(variable)
+        key = (_compute_dtype(variable), decays, id(learning_rate))
+        cache = getattr(self, "_step_hyperparameters", None)
+        if cache is None:
+            return self._make_hyperparameters(variable, learning_rate)
+        if key not in cache:
+            cache[key] = self._make_hyperparameters(variable, learning_rate)
+        return cache[key]
+
+    def _make_hyperparameters(self, variable, learning_rate):
         dtype = _compute_dtype(variable)
         lr = ops.cast(learning_rate, dtype)
         if self.decay:
@@ -335,6 +359,20 @@ class LazyAdam(TfaOptimizerAPI, backend.OptimizerMixin, keras.optimizers.Optimiz
         for target, value in zip(state, new):
             if target is not None:
                 backend.scatter_rows(self, target, index, value)
+
+    def _update_whole(self, state, rows, hyper):
+        """A sparse gradient of a small variable applied to the whole of it,
+        masked by its rows: the same values as `_update_rows` (the sparse
+        form of the rule; a listed row with a zero sum is updated), without
+        the cost of gathers and scatters."""
+        dtype = _compute_dtype(state.var)
+        gradient, touched = rows.densify_with_mask(state.var.shape)
+        new = adam_update(
+            state.cast(dtype), ops.cast(gradient, dtype), hyper, touched, sparse_form=True
+        )
+        for target, value in zip(state, new):
+            if target is not None:
+                self.assign(target, value)
 
     def _apply_weight_decay(self, variables):
         return  # Keras' hook; LazyAdam decays the touched rows in `update_step`
@@ -395,6 +433,15 @@ class LazyAdam(TfaOptimizerAPI, backend.OptimizerMixin, keras.optimizers.Optimiz
                 )
             config["learning_rate"] = config.pop("lr")
         return super().from_config(config, custom_objects=custom_objects)
+
+
+def _prefers_whole(variable, rows):
+    """Whether a sparse gradient's update of the whole variable, masked,
+    costs no more than the row update (small tables: 2, 7, 20 rows).
+    `step_mode`'s row clocks keep the row update: their per-row powers
+    round by position in a vector on some kernels (TF's Eigen)."""
+    row_size = int(np.prod(variable.shape[1:]))
+    return backend.prefers_whole_update(variable.shape[0], row_size, rows.rows.shape[0])
 
 
 def _compute_dtype(variable):

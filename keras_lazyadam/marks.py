@@ -12,7 +12,6 @@ from keras_lazyadam import upstream
 
 _TAKES_SPARSE = "_keras_lazyadam_takes_sparse_gradients"
 _RECORDED_ROWS = "_keras_lazyadam_recorded_rows"
-_LAZY_TABLE = "_keras_lazyadam_lazy_table"
 
 
 def mark_takes_sparse(variable, optimizer):
@@ -45,14 +44,3 @@ def pop_rows(variable):
     if record is not None:
         setattr(variable, _RECORDED_ROWS, None)  # drop the references
     return record
-
-
-def mark_lazy_table(variable, regularized):
-    """Records that `variable` is a `LazyEmbedding` table, and whether the
-    layer has an `embeddings_regularizer` (which makes its gradient dense)."""
-    setattr(variable, _LAZY_TABLE, {"regularized": bool(regularized)})
-
-
-def lazy_table(variable):
-    """What `mark_lazy_table` recorded on `variable`, or None."""
-    return getattr(variable, _LAZY_TABLE, None)

@@ -14,11 +14,14 @@ And a model that keeps `keras.layers.Embedding` gets the fast path with
 `use_lazy_embedding(model)`.
 """
 
+import warnings
+
 import keras
 import numpy as np
 
 from keras_lazyadam import upstream
 from keras_lazyadam.embedding import LazyEmbedding
+from keras_lazyadam.embedding import lazy_class
 from keras_lazyadam.lazy_adam import LazyAdam
 
 TFA_CLASS_NAME = "Addons>LazyAdam"
@@ -153,30 +156,93 @@ def _numeric_array(index, value):
     return array
 
 
-def use_lazy_embedding(model):
-    """A copy of `model` with every `keras.layers.Embedding` a `LazyEmbedding`.
+def use_lazy_embedding(model, in_place=None):
+    """Gives every `keras.layers.Embedding` table of `model` the lazy lookup.
 
-    Same structure, configs and weights (`keras.models.clone_model` with a
-    `clone_function`); layers other than `keras.layers.Embedding` itself
-    (subclasses included) are cloned as they are. Compile the copy as the
-    original was compiled.
+    Every Embedding at any depth is converted: in nested Functional or
+    Sequential towers, in subclassed models and layers, and Embedding
+    subclasses (keras-rs' `EmbedReduce`, the tables of its
+    `DistributedEmbedding`; keras-hub's `ReversibleEmbedding`), which keep
+    their own behaviour and reach `LazyEmbedding`'s lookup through
+    `super().call`. A stock `keras.layers.Embedding` becomes a
+    `LazyEmbedding` (saved as one); a subclass stays an instance of its
+    class and is saved as before (it loads with the stock lookup: convert
+    the loaded model again). Weights, names and configs are unchanged.
+
+    The gradient of a table is a lookup's (sparse) only if the model uses
+    the table only for lookups. A tied output projection (keras-hub's
+    `ReversibleEmbedding` with `tie_weights=True`, called with
+    `reverse=True` by GPT-2's and BERT's language-model heads) adds a
+    dense gradient to every row: LazyAdam then updates every row, as Adam
+    does, and this function says so. Tables that are not Embedding layers
+    (keras-hub's `PositionEmbedding`: a slice of consecutive rows, all of
+    them used at full sequence length) are left as they are.
 
     Args:
-        model: a Functional or Sequential `keras.Model`.
+        model: a `keras.Model`.
+        in_place: `None` (default): a plain Functional or Sequential model is
+            copied (`keras.models.clone_model`, weights included) and the
+            copy converted; any other model (subclassed, or a Functional
+            subclass with its own `get_config`, as keras-hub's) is
+            converted in place. `True`: always in place. `False`: always
+            a copy (raises for models that cannot be copied).
 
     Returns:
-        The new model.
+        The converted model (`model` itself when converted in place).
+        Compile it as the original was compiled (again, if it was).
     """
     if not isinstance(model, keras.Model):
+        raise ValueError(f"`model` must be a keras.Model. Received: model={model!r}")
+    if in_place not in (None, True, False):
+        raise ValueError(f"`in_place` must be None, True or False. Received: in_place={in_place!r}")
+    copyable = isinstance(model, keras.Sequential) or upstream.is_plain_functional(model)
+    if in_place is False and not copyable:
         raise ValueError(
-            f"`model` must be a Functional or Sequential keras.Model. Received: {model!r}"
+            "`use_lazy_embedding` can copy only a plain Functional or Sequential "
+            f"model; this one ({type(model).__name__}) can be converted in "
+            "place: pass `in_place=True` (or leave `in_place=None`). Received: "
+            "in_place=False"
         )
-
-    def clone(layer):
-        if type(layer) is keras.layers.Embedding:
-            return LazyEmbedding.from_config(layer.get_config())
-        return layer.__class__.from_config(layer.get_config())
-
-    lazy = keras.models.clone_model(model, clone_function=clone)
+    if in_place or not copyable:
+        _convert_in_place(model)
+        return model
+    try:
+        lazy = keras.models.clone_model(model)
+    except Exception as error:
+        raise ValueError(
+            f"`use_lazy_embedding` could not copy the model ({error}). Convert "
+            "it in place with `in_place=True`."
+        ) from error
+    _convert_in_place(lazy)
     lazy.set_weights(model.get_weights())
     return lazy
+
+
+def _convert_in_place(model):
+    """Swaps the class of every Embedding layer of `model` for its lazy one."""
+    found, tied = 0, []
+    for layer in upstream.flatten_layers(model):
+        if not isinstance(layer, keras.layers.Embedding):
+            continue
+        found += 1
+        if not isinstance(layer, LazyEmbedding):
+            object.__setattr__(layer, "__class__", lazy_class(type(layer)))
+        if getattr(layer, "tie_weights", False) is True:  # a ReversibleEmbedding
+            tied.append(layer.name)
+    if not found:
+        warnings.warn(
+            "`use_lazy_embedding` found no keras.layers.Embedding (or subclass) "
+            f"in the model {model.name!r}: nothing was converted.",
+            UserWarning,
+            stacklevel=3,
+        )
+    if tied:
+        warnings.warn(
+            f"The tables of {', '.join(repr(n) for n in tied)} are tied output "
+            "projections (ReversibleEmbedding with tie_weights=True): where the "
+            "model calls them with reverse=True (a language-model head), their "
+            "gradient is dense, and LazyAdam updates every row of them, as "
+            "Adam does. Their lookups were converted all the same.",
+            UserWarning,
+            stacklevel=3,
+        )

@@ -56,7 +56,7 @@ class State(NamedTuple):
         return State(*floats, row_step=row_step)
 
 
-def adam_update(state, gradient, hyper, touched=None):
+def adam_update(state, gradient, hyper, touched=None, sparse_form=None):
     """Returns the new `State` after one step of tfa's (lazy) Adam.
 
     ```
@@ -93,27 +93,33 @@ def adam_update(state, gradient, hyper, touched=None):
             form), with True (every row updated) or a boolean mask that
             broadcasts against `state.var`: rows where it is False come out
             exactly as they went in.
+        sparse_form: the form of the moving averages; defaults to the
+            sparse one exactly when `touched` is None. A sparse gradient
+            applied to a whole (small) variable with a mask of its rows
+            keeps the sparse form: its rows come out as the row update's.
     """
+    if sparse_form is None:
+        sparse_form = touched is None
     rate_1, rate_2 = 1 - hyper.beta_1, 1 - hyper.beta_2
     beta_1, beta_2, old_m, old_v = hyper.beta_1, hyper.beta_2, state.m, state.v
     step_size, row_step = None, None
     if hyper.step_mode != "global":
         decay_1, decay_2, step_size, row_step = _row_clock(state, hyper, touched)
-        if decay_1 is not None and touched is None:
+        if decay_1 is not None and sparse_form:
             # Per row, beta * beta^k: no pass over the rows' m and v.
             beta_1, beta_2 = beta_1 * decay_1, beta_2 * decay_2
         elif decay_1 is not None:
             old_m, old_v = old_m * decay_1, old_v * decay_2
-    if touched is None:
+    if sparse_form:
         m = beta_1 * old_m + rate_1 * gradient
         v = beta_2 * old_v + rate_2 * (gradient * gradient)
     else:
         m = old_m + (gradient - old_m) * rate_1
         v = old_v + (gradient * gradient - old_v) * rate_2
-        if touched is not True:
-            # A select, not zero rates: m + (0 - m) * 0 is NaN where m is Inf.
-            m = ops.where(touched, m, state.m)
-            v = ops.where(touched, v, state.v)
+    if touched is not None and touched is not True:
+        # A select, not zero rates: m + (0 - m) * 0 is NaN where m is Inf.
+        m = ops.where(touched, m, state.m)
+        v = ops.where(touched, v, state.v)
     vhat = _maximum(state.vhat, v) if hyper.amsgrad else None
     var = state.var
     if hyper.weight_decay_rate is not None:

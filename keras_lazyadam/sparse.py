@@ -49,6 +49,17 @@ class SparseRows:
     def densify(self, shape):
         return backend.sum_rows(self.sums, self.present_rows(), shape[0])
 
+    def densify_with_mask(self, shape):
+        """`(dense gradient, rows mask)`: the mask (shape `(rows, 1, ...)`)
+        marks every row listed, a row whose sum is zero included."""
+        valid = ops.less(self.rows, self.num_rows)
+        index = ops.where(valid, self.rows, 0)  # spare slots add nothing
+        sums = ops.where(_per_slot(valid, len(self.sums.shape)), self.sums, 0)
+        dense = backend.sum_rows(sums, index, shape[0])
+        counts = backend.sum_rows(ops.cast(valid, "int32"), index, shape[0])
+        mask = ops.reshape(ops.greater(counts, 0), (shape[0],) + (1,) * (len(shape) - 1))
+        return dense, mask
+
     def __mul__(self, scale):
         return self.with_sums(ops.multiply(self.sums, scale))
 
@@ -56,6 +67,10 @@ class SparseRows:
 
     def __truediv__(self, scale):
         return self.with_sums(ops.divide(self.sums, scale))
+
+
+def _per_slot(mask, rank):
+    return ops.reshape(mask, (-1,) + (1,) * (rank - 1))
 
 
 def coalesce(indices, values, num_rows):

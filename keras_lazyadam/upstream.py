@@ -17,6 +17,11 @@ PRIVATE_APIS = {
         "overridden by LazyAdam: Keras' weight-decay hook would decay every "
         "row; LazyAdam decays the touched rows inside `update_step`"
     ),
+    ("keras.optimizers.Optimizer", "_backend_update_step"): (
+        "overridden on torch: the loop that calls `update_step` for every "
+        "variable; LazyAdam groups the fused dense updates of a step into "
+        "one multi-tensor kernel there, as Keras' own Adam does"
+    ),
     ("keras.optimizers.Optimizer", "_clip_by_norm"): (
         "Keras' per-tensor `clipnorm` maths, reused for rows"
     ),
@@ -60,6 +65,24 @@ PRIVATE_APIS = {
         "whether ops are being built for XLA (`jit_compile=True`), where a "
         "dynamic row count makes each step take seconds; no public API says"
     ),
+    ("keras.layers.Layer", "_flatten_layers"): (
+        "every layer nested in a model, at any depth (`use_lazy_embedding`, "
+        "the dense-table warning): `Model.layers` lists only the top level, "
+        "and a subclassed model's or layer's sublayers are reached no other way"
+    ),
+    ("keras.src.models.functional", "Functional"): (
+        "whether a model is a plain Functional model that "
+        "`keras.models.clone_model` can copy (`use_lazy_embedding`)"
+    ),
+    ("keras.src.api_export", "REGISTERED_OBJS_TO_NAMES"): (
+        "the public `keras.*` name a class is saved under; the lazy-lookup "
+        "subclass that `use_lazy_embedding` gives an Embedding subclass is "
+        "saved under its original's name"
+    ),
+    ("keras.src.saving.object_registration", "GLOBAL_CUSTOM_NAMES"): (
+        "the registered name a class is saved under (as above, for "
+        "registered Embedding subclasses such as keras-rs' EmbedReduce)"
+    ),
     ("torch.Tensor", "_indices"): (
         "the indices of an uncoalesced sparse COO gradient (`indices()` "
         "would coalesce it, which LazyAdam does itself)"
@@ -102,3 +125,29 @@ def calling_model_optimizer():
 
     context = global_state.get_global_attribute("current_call_ctx")
     return getattr(getattr(context, "entry_layer", None), "optimizer", None)
+
+
+def flatten_layers(layer):
+    """`layer` and every layer nested in it, each once."""
+    return layer._flatten_layers(include_self=True, recursive=True)
+
+
+def is_plain_functional(model):
+    """A Functional model whose config Keras writes itself (not a subclass
+    with its own `get_config`): `clone_model` rebuilds it from its graph."""
+    from keras.src.models.functional import Functional
+
+    return isinstance(model, Functional) and type(model).get_config is Functional.get_config
+
+
+def save_as(cls, original):
+    """Makes Keras save instances of `cls` exactly as instances of
+    `original` (same module, class name and registered name)."""
+    from keras.src import api_export
+    from keras.src.saving import object_registration
+
+    if original in api_export.REGISTERED_OBJS_TO_NAMES:
+        api_export.REGISTERED_OBJS_TO_NAMES[cls] = api_export.REGISTERED_OBJS_TO_NAMES[original]
+    if original in object_registration.GLOBAL_CUSTOM_NAMES:
+        names = object_registration.GLOBAL_CUSTOM_NAMES
+        names[cls] = names[original]

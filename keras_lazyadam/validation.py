@@ -5,13 +5,8 @@ value, as Keras' own do.
 """
 
 import math
-import warnings
 
 import keras
-
-from keras_lazyadam import marks
-
-_WARNED_DENSE_TABLES = set()
 
 
 class _Default(float):
@@ -187,44 +182,6 @@ def step_mode(value):
             f"Received: step_mode={value!r}"
         )
     return value
-
-
-def warn_dense_embedding_table(variable):
-    """Says once per table that a Keras `Embedding` table got a dense
-    gradient (JAX and torch with `keras.layers.Embedding`), and the fix."""
-    name = name_of(variable)
-    if variable.name != "embeddings" or len(variable.shape) != 2:
-        return
-    if name in _WARNED_DENSE_TABLES:
-        return
-    _WARNED_DENSE_TABLES.add(name)
-    cost = (
-        f"LazyAdam received a dense gradient for the embedding table {name!r} "
-        f"({variable.shape[0]} rows): every step then scans and masks the "
-        "whole table, about the cost of a dense Adam step."
-    )
-    lazy = marks.lazy_table(variable)
-    if lazy is None:
-        fix = (
-            " Use `keras_lazyadam.LazyEmbedding` in place of "
-            "`keras.layers.Embedding` (`keras_lazyadam.use_lazy_embedding(model)` "
-            "converts a model, weights included) so that only the rows looked "
-            "up are updated."
-        )
-    elif lazy["regularized"]:
-        fix = (
-            " The table is a `LazyEmbedding`'s, but its `embeddings_regularizer` "
-            "gives every row a gradient at every step, which no layer can keep "
-            "sparse. Drop the regularizer to keep the steps lazy (LazyAdam's "
-            "`weight_decay` decays only the rows a step updates)."
-        )
-    else:
-        fix = (
-            " The table is a `LazyEmbedding`'s: something other than its lookup "
-            "(a second use of the table, a loss term on the whole table) made "
-            "its gradient dense."
-        )
-    warnings.warn(cost + fix, stacklevel=4)
 
 
 def check_saveable(optimizer, names):

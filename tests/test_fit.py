@@ -1,5 +1,7 @@
 """LazyAdam inside model.fit / train_on_batch: lazy with stock and drop-in layers."""
 
+import re
+
 import keras
 import numpy as np
 import pytest
@@ -156,39 +158,98 @@ def test_transformed_table_gradient_is_not_replaced_by_recorded_rows(jit_compile
     )
 
 
-def test_use_lazy_embedding_converts_a_model_with_its_weights():
-    from keras_lazyadam import use_lazy_embedding
+class _SlicedTable(keras.layers.Layer):
+    """A table read as a slice of consecutive rows (keras-hub's position
+    embedding): a weight named `embeddings` that is no Embedding's."""
 
-    model = _model("stock")
-    model.compile(optimizer=LazyAdam(0.05), loss="binary_crossentropy")
-    model.train_on_batch(*_batch(np.arange(ROWS), 1))  # weights no longer initial
-    lazy = use_lazy_embedding(model)
-    assert type(lazy.get_layer("table")) is LazyEmbedding
-    for a, b in zip(model.get_weights(), lazy.get_weights()):
-        np.testing.assert_array_equal(a, b)
-    ids = _batch(np.arange(ROWS), 2)[0]
-    np.testing.assert_allclose(numpy(lazy(ids)), numpy(model(ids)), rtol=1e-6)
-    sequential = keras.Sequential(
-        [
-            keras.Input((IDS,), dtype="int32"),
-            keras.layers.Embedding(ROWS, DIM),
-            keras.layers.Flatten(),
-        ]
-    )
-    assert type(use_lazy_embedding(sequential).layers[0]) is LazyEmbedding
-    with pytest.raises(ValueError, match="`model` must be a Functional or Sequential"):
-        use_lazy_embedding(keras.layers.Embedding(ROWS, DIM))
+    def build(self, input_shape):
+        self.table = self.add_weight(shape=(ROWS, DIM), name="embeddings")
+
+    def call(self, ids):
+        return keras.ops.cast(ids, "float32")[..., None] * self.table[: ids.shape[-1]]
 
 
-@pytest.mark.skipif(BACKEND == "tensorflow", reason="TF hands over the stock Embedding's rows")
-def test_dense_embedding_gradient_warns_with_the_fix():
+def _tied_model():
+    if not hasattr(keras.layers, "ReversibleEmbedding"):
+        pytest.skip(f"keras {keras.__version__} has no keras.layers.ReversibleEmbedding")
+    ids = keras.Input((IDS,), dtype="int32")
+    table = keras.layers.ReversibleEmbedding(ROWS, DIM, name="tied")
+    return keras.Model(ids, table(table(ids), reverse=True))
+
+
+_DENSE_TABLE_CASES = {
+    # case: (model, warns on JAX/torch, warns on TF, text)
+    "stock": (lambda: _model("stock"), True, False, r"'table/embeddings'.*use_lazy_embedding"),
+    "stock_below_cost": (lambda: _model("stock"), False, False, None),
+    "lazy": (lambda: _model("lazy"), False, False, None),
+    "lazy_regularized": (
+        lambda: _regularized_model(),
+        True,
+        True,
+        r"LazyEmbedding`'s, but its `embeddings_regularizer` gives every row",
+    ),
+    "sliced_table": (
+        lambda: keras.Sequential([keras.Input((IDS,), dtype="int32"), _SlicedTable()]),
+        False,
+        False,
+        None,
+    ),
+    "tied_projection": (_tied_model, False, False, None),
+}
+
+
+def _regularized_model():
     keras.utils.set_random_seed(0)
     ids = keras.Input((IDS,), dtype="int32")
-    x = keras.layers.Embedding(ROWS, DIM, name="warned_table")(ids)
-    model = keras.Model(ids, keras.layers.Dense(1)(keras.layers.Flatten()(x)))
+    x = LazyEmbedding(ROWS, DIM, embeddings_regularizer="l2", name="table")(ids)
+    return keras.Model(ids, keras.layers.Dense(1)(keras.layers.Flatten()(x)))
+
+
+@pytest.mark.parametrize("case", sorted(_DENSE_TABLE_CASES))
+def test_dense_table_warning_is_right_or_silent(case, monkeypatch):
+    """Once per table, where its fix applies and the table is past the cost
+    threshold (lowered here to this test's table), pointing at this file."""
+    import warnings
+
+    from keras_lazyadam import dense_tables
+
+    build, warns, warns_tf, text = _DENSE_TABLE_CASES[case]
+    below = case.endswith("below_cost")
+    monkeypatch.setattr(dense_tables, "DENSE_COST_ELEMENTS", ROWS * DIM + (1 if below else 0))
+    model = build()
     model.compile(optimizer=LazyAdam(0.01), loss="mse")
-    with pytest.warns(UserWarning, match="'warned_table/embeddings'.*use_lazy_embedding"):
-        model.train_on_batch(*_batch(np.arange(ROWS), 1))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for seed in (1, 2):
+            ids, _ = _batch(np.arange(ROWS), seed)
+            model.train_on_batch(ids, np.zeros(numpy(model(ids)).shape, "float32"))
+    said = [w for w in caught if "dense gradient for the embedding table" in str(w.message)]
+    if not (warns_tf if BACKEND == "tensorflow" else warns):
+        assert not said, [str(w.message) for w in said]
+        return
+    assert len(said) == 1, [str(w.message) for w in said]  # once per table
+    assert re.search(text, str(said[0].message)), str(said[0].message)
+    assert said[0].filename == __file__  # the train_on_batch call above
+
+
+@pytest.mark.parametrize("name, warns", [("embeddings", True), ("kernel", False)])
+def test_dense_table_warning_in_a_custom_loop_points_at_apply(name, warns, monkeypatch):
+    """No model to ask: a variable named as an Embedding's table is taken for one."""
+    import warnings
+
+    from keras_lazyadam import dense_tables
+
+    monkeypatch.setattr(dense_tables, "DENSE_COST_ELEMENTS", ROWS * DIM)
+    table = keras.Variable(np.ones((ROWS, DIM), "float32"), name=name)
+    gradient = np.zeros((ROWS, DIM), "float32")
+    gradient[0] = 1.0
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        LazyAdam(0.01).apply([keras.ops.convert_to_tensor(gradient)], [table])
+    said = [w for w in caught if "dense gradient for the embedding table" in str(w.message)]
+    assert len(said) == int(warns)
+    if warns:
+        assert said[0].filename == __file__
 
 
 def test_dense_gradient_of_a_regularized_lazy_table_warns_with_its_cause():

@@ -93,3 +93,39 @@ def test_fused_kernel_declines_what_it_does_not_do_as_the_rule():
     assert not backend.fused_dense_update(
         state64, keras.ops.cast(g, "float64"), hyperparameters(0.1)
     )
+
+
+@pytest.mark.skipif(BACKEND != "torch", reason="the grouped fused dense kernel is torch's")
+def test_grouped_fused_updates_equal_one_at_a_time(monkeypatch):
+    """One multi-tensor kernel for a step's dense variables gives each of
+    them what it gets alone, bit for bit (weight decay on some only)."""
+    from keras_lazyadam import LazyAdam
+    from keras_lazyadam.backend import torch as torch_backend
+
+    calls = []
+    kernel = torch_backend.functional_adam
+    monkeypatch.setattr(
+        torch_backend,
+        "functional_adam",
+        lambda p, *a, **k: calls.append(len(p)) or kernel(p, *a, **k),
+    )
+
+    rng = np.random.default_rng(0)
+    shapes = [(3, 4), (5,), (2, 2, 2)]
+    inits = [rng.normal(size=s).astype("float32") for s in shapes]
+    grads = [[rng.normal(size=s).astype("float32") for s in shapes] for _ in range(3)]
+    together = [keras.Variable(x, name=f"v{i}") for i, x in enumerate(inits)]
+    alone = [keras.Variable(x, name=f"v{i}") for i, x in enumerate(inits)]
+    kwargs = {"weight_decay": 0.1}
+    grouped = LazyAdam(0.1, **kwargs)
+    grouped.exclude_from_weight_decay(var_names=["v1"])
+    singles = [LazyAdam(0.1, **kwargs) for _ in alone]
+    singles[1].exclude_from_weight_decay(var_names=["v1"])
+    for step in grads:
+        calls.clear()
+        grouped.apply([keras.ops.convert_to_tensor(g) for g in step], together)
+        assert sorted(calls) == [1, 2]  # with and without weight decay
+        for optimizer, g, v in zip(singles, step, alone):
+            optimizer.apply([keras.ops.convert_to_tensor(g)], [v])
+    for a, b in zip(together, alone):
+        np.testing.assert_array_equal(numpy(a), numpy(b))

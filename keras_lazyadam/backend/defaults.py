@@ -98,6 +98,23 @@ def nonzero_rows(gradient):
     return None
 
 
+# A variable of at most this many values takes a sparse gradient as a
+# masked update of the whole of it (see `prefers_whole_update`).
+_WHOLE_UPDATE_VALUES = 4096
+
+
+def prefers_whole_update(num_rows, row_size, num_slots):
+    """Whether a sparse gradient with `num_slots` coalesced slots (None if
+    not known while tracing) is cheaper applied to the whole variable,
+    masked by its rows, than gathered and scattered by rows. Decided from
+    static sizes: the row update's fixed cost (coalescing, gathers and
+    scatters of var, m, v) is worth it only past a few thousand values, and
+    never when it would handle at least as many slots as there are rows."""
+    if num_rows * row_size <= _WHOLE_UPDATE_VALUES:
+        return True
+    return num_slots is not None and num_slots >= num_rows
+
+
 def touched_rows(gradient):
     """A boolean mask, shape `(rows, 1, ...)`: the rows of a dense gradient
     with a non-zero (or NaN) entry; or True when every row is known to be.
@@ -148,6 +165,12 @@ def embedding_lookup(table, ids, sparse):
     where the backend allows it (`sparse`: the optimizer takes sparse
     gradients)."""
     return ops.take(table, ids, axis=0)
+
+
+def is_dense(ids):
+    """Whether `ids` is a dense tensor (not sparse or ragged): only those
+    take `embedding_lookup`'s sparse-gradient path."""
+    return True
 
 
 def compute_gradients(loss, var_list, tape):

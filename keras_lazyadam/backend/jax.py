@@ -221,6 +221,10 @@ def embedding_lookup(table, ids, sparse):
     return lookup(table.value, ids)
 
 
+def is_dense(ids):
+    return not isinstance(ids, jax_sparse.JAXSparse)
+
+
 def _looked_up_rows(grad, variable):
     """`(ids, rows)` recorded by `embedding_lookup` if `grad` is its output."""
     recorded = marks.pop_rows(variable)

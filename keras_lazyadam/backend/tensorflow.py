@@ -165,6 +165,10 @@ def _after_in_graph(tensors, variables):
         yield
 
 
+def is_dense(ids):
+    return not isinstance(ids, (tf.SparseTensor, tf.RaggedTensor))
+
+
 def compute_gradients(loss, var_list, tape=None):
     if tape is None:
         with tf.GradientTape() as tape:

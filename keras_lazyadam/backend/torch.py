@@ -1,6 +1,7 @@
 """PyTorch half of LazyAdam: sparse COO in, in-place row writes out."""
 
 import math
+import threading
 
 import torch
 from keras import ops
@@ -111,7 +112,10 @@ def fused_dense_update(state, gradient, hyper):
 
     torch adds `eps` after dividing sqrt(v) by sqrt(1 - beta_2^t); the rule
     adds epsilon before, so eps = epsilon / sqrt(1 - beta_2^t). Weight decay
-    is applied first, as the rule does, and torch's is left at 0.
+    is applied first, as the rule does, and torch's is left at 0. Within an
+    optimizer step (`OptimizerMixin`) the updates are grouped: one
+    multi-tensor kernel for every variable of a dtype, as Keras' own Adam
+    does on torch; outside one, the update runs at once.
     """
     param = _tensor(state.var)
     if gradient.layout != torch.strided or param.dtype not in _FUSED_DTYPES:
@@ -120,31 +124,68 @@ def fused_dense_update(state, gradient, hyper):
         return False  # the fused kernel's max(vhat, v) drops NaN; tfa keeps it
     if hyper.step_mode != "global":
         return False  # per-row steps: the kernel knows one step for the tensor
-    # One device-to-host copy for the five scalars (five on CUDA would sync
-    # five times). The kernel's own step stays on the parameters' device.
-    scalars = (hyper.step, hyper.beta_1, hyper.beta_2, hyper.learning_rate, hyper.epsilon)
-    step, beta_1, beta_2, lr, epsilon = torch.stack(
-        [torch.as_tensor(x, dtype=param.dtype, device=param.device) for x in scalars]
-    ).tolist()
-    if hyper.weight_decay_rate is not None:
-        param.sub_(param * hyper.weight_decay_rate)
-    functional_adam(
-        [param],
-        [gradient.to(param.dtype)],
-        [_tensor(state.m)],
-        [_tensor(state.v)],
-        [],
-        [torch.as_tensor(hyper.step, dtype=param.dtype, device=param.device) - 1],
-        fused=True,
-        amsgrad=False,
-        beta1=beta_1,
-        beta2=beta_2,
-        lr=lr,
-        weight_decay=0.0,
-        eps=epsilon / math.sqrt(1 - beta_2**step),
-        maximize=False,
-    )
+    update = (param, gradient.to(param.dtype), _tensor(state.m), _tensor(state.v), hyper)
+    pending = getattr(_GROUPED, "updates", None)
+    if pending is None:
+        _fused_adam([update])
+    else:
+        pending.append(update)
     return True
+
+
+_GROUPED = threading.local()  # .updates: the fused updates of this step
+
+
+@torch.no_grad()
+def _fused_adam(updates):
+    """Runs the grouped fused updates: one kernel per (hyperparameters,
+    device)."""
+    groups = {}
+    for update in updates:
+        groups.setdefault((id(update[4]), update[0].device), []).append(update)
+    for group in groups.values():
+        params, grads, ms, vs, hypers = (list(x) for x in zip(*group))
+        hyper, param = hypers[0], params[0]
+        # One device-to-host copy for the five scalars (five on CUDA would
+        # sync five times). The kernel's own steps stay on the device.
+        scalars = (hyper.step, hyper.beta_1, hyper.beta_2, hyper.learning_rate, hyper.epsilon)
+        step, beta_1, beta_2, lr, epsilon = torch.stack(
+            [torch.as_tensor(x, dtype=param.dtype, device=param.device) for x in scalars]
+        ).tolist()
+        if hyper.weight_decay_rate is not None:
+            for p in params:
+                p.sub_(p * hyper.weight_decay_rate)
+        steps = torch.as_tensor(hyper.step, dtype=param.dtype, device=param.device) - 1
+        functional_adam(
+            params,
+            grads,
+            ms,
+            vs,
+            [],
+            list(steps.expand(len(params)).clone().unbind(0)),
+            fused=True,
+            amsgrad=False,
+            beta1=beta_1,
+            beta2=beta_2,
+            lr=lr,
+            weight_decay=0.0,
+            eps=epsilon / math.sqrt(1 - beta_2**step),
+            maximize=False,
+        )
+
+
+class OptimizerMixin:
+    """Groups the step's fused dense updates into multi-tensor kernels."""
+
+    def _backend_update_step(self, grads, trainable_variables, learning_rate):
+        # Keras' hook that calls `update_step` for every variable.
+        _GROUPED.updates = []
+        try:
+            super()._backend_update_step(grads, trainable_variables, learning_rate)
+            updates = _GROUPED.updates
+        finally:
+            _GROUPED.updates = None
+        _fused_adam(updates)
 
 
 # Other dtypes take the generic rule: 16-bit ones compute in float32 there,

@@ -252,26 +252,6 @@ def test_dense_table_warning_in_a_custom_loop_points_at_apply(name, warns, monke
         assert said[0].filename == __file__
 
 
-def test_dense_gradient_of_a_regularized_lazy_table_warns_with_its_cause():
-    """A `LazyEmbedding` with an `embeddings_regularizer` has a dense table
-    gradient on every backend: the warning names the regularizer, and does
-    not send the user to the layer they already use."""
-    import warnings
-
-    keras.utils.set_random_seed(0)
-    ids = keras.Input((IDS,), dtype="int32")
-    x = LazyEmbedding(ROWS, DIM, name="regularized", embeddings_regularizer="l2")(ids)
-    model = keras.Model(ids, keras.layers.Dense(1)(keras.layers.Flatten()(x)))
-    model.compile(optimizer=LazyAdam(0.01), loss="mse")
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        model.train_on_batch(*_batch(np.arange(ROWS), 1))
-    messages = [str(w.message) for w in caught if "'regularized/embeddings'" in str(w.message)]
-    assert len(messages) == 1, messages
-    assert "`embeddings_regularizer`" in messages[0]
-    assert "Use `keras_lazyadam.LazyEmbedding`" not in messages[0]
-
-
 @pytest.mark.parametrize("row", [-1, -(ROWS + 1), ROWS], ids=["minus_one", "below", "past_end"])
 def test_lazy_embedding_looks_up_any_id_as_the_stock_layer(row):
     """Out-of-range ids: whatever `keras.layers.Embedding` does on this backend

@@ -175,7 +175,7 @@ class LazyAdam(TfaOptimizerAPI, backend.OptimizerMixin, keras.optimizers.Optimiz
             shape=tuple(variable.shape[:1]),
             initializer="zeros",
             dtype="int32",
-            name=f"{variable.path.replace('/', '_')}_row_step",
+            name=f"{_slot_prefix(variable)}_row_step",
             layout=backend.row_layout(variable),
         )
 
@@ -212,7 +212,8 @@ class LazyAdam(TfaOptimizerAPI, backend.OptimizerMixin, keras.optimizers.Optimiz
             validation.check_gradient(variable, gradient.shape, gradient.dtype)
             if self.skip_zero_rows:
                 validation.warn_dense_embedding_table(variable)
-            return gradient, None
+            checked = backend.check_shape(gradient, variable)  # dims unknown when traced
+            return (gradient, None) if checked is None else (checked, checked)
         indices, values = slices
         row_shape = (None,) + tuple(values.shape[1:])
         validation.check_gradient(variable, row_shape, values.dtype)
@@ -342,6 +343,13 @@ class LazyAdam(TfaOptimizerAPI, backend.OptimizerMixin, keras.optimizers.Optimiz
         if "lr" in config:
             config["learning_rate"] = config.pop("lr")
         return super().from_config(config, custom_objects=custom_objects)
+
+
+def _slot_prefix(variable):
+    # As Keras names its slots (`add_variable_from_reference`); a tf.Variable has no path.
+    if hasattr(variable, "path"):
+        return variable.path.replace("/", "_")
+    return str(variable.name).replace("/", "_").replace(":", "_")
 
 
 def _compute_dtype(variable):

@@ -11,6 +11,13 @@ import keras
 from keras import ops
 
 
+def is_native_variable(value):
+    """Whether `value` is a variable of the framework itself (a `tf.Variable`)
+    that the optimizer trains as it trains a Keras variable (tfa's `get_slot`
+    and `load_tfa_weights` take it)."""
+    return False
+
+
 def to_sparse_rows(gradient, variable):
     """`(indices, values)` row slices of a native sparse gradient, else None.
 
@@ -36,6 +43,15 @@ def check_rows(indices, num_rows, name):
     scatters reject out-of-range rows themselves.
     """
     return indices
+
+
+def check_shape(gradient, variable):
+    """A dense gradient whose dims were unknown while tracing (TF graphs
+    traced with None dims), checked against the variable's shape when the
+    step runs: the checked gradient, which the step's writes then wait for
+    (see `after`); None where the static checks of `validation.py` saw the
+    whole shape (always, on backends whose traced shapes are static)."""
+    return None
 
 
 def after(tensors, variables):

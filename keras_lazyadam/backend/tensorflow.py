@@ -14,11 +14,88 @@ def _tf_variable(variable):
     return variable
 
 
+def _name(variable):
+    return getattr(variable, "path", None) or variable.name
+
+
+def is_native_variable(value):
+    return isinstance(value, tf.Variable)
+
+
 def to_sparse_rows(grad, variable):
-    if isinstance(grad, tf.IndexedSlices):
-        # Indices may be a Python tuple or list (Keras' own tests build them so).
-        return tf.convert_to_tensor(grad.indices), tf.convert_to_tensor(grad.values)
-    return None
+    if not isinstance(grad, tf.IndexedSlices):
+        return None
+    # Indices may be a Python tuple or list (Keras' own tests build them so).
+    indices, values = tf.convert_to_tensor(grad.indices), tf.convert_to_tensor(grad.values)
+    if tf.executing_eagerly():
+        return indices, values  # shapes are known: validation.py checks them
+    return _checked_slices(indices, values, variable)
+
+
+def _checked_slices(indices, values, variable):
+    """The dims of a sparse gradient that a graph was traced without
+    (`input_signature` with None, `reduce_retracing`), checked when it runs.
+
+    The asserts give the message in graphs; XLA drops asserts but refuses to
+    compile the shape ops that follow them (`ensure_shape`, `reshape`) for a
+    wrong row shape or count. The returned tensors, and through `after`
+    every write of the step, wait for the checks. Nothing is added where the
+    static shapes say it all (in Keras' `fit`, only the count is open).
+    Shapes that are known and wrong are `validation.py`'s, at trace time.
+    """
+    name = _name(variable)
+    width = tuple(variable.shape[1:])
+    if indices.shape.rank is None:
+        indices = tf.ensure_shape(indices, (None,))
+    rank = values.shape.rank
+    checks = []
+    open_width = not values.shape[1:].is_fully_defined()
+    check_width = rank is None or (rank == 1 + len(width) and open_width)
+    if check_width:
+        checks.append(
+            tf.debugging.assert_equal(
+                tf.shape(values, out_type=tf.int64)[1:],
+                tf.constant(width, tf.int64),
+                message=f"The gradient of variable {name!r} must have the "
+                f"variable's shape {tuple(variable.shape)}. Received: gradient "
+                "rows of shape x (the variable's rows: y)",
+            )
+        )
+    open_count = None in (indices.shape[0], values.shape[0])
+    check_count = indices.shape.rank == 1 and rank != 0 and open_count
+    if check_count:
+        checks.append(
+            tf.debugging.assert_equal(
+                tf.size(indices),
+                tf.shape(values)[0],
+                message=f"The gradient of {name!r} must have one row index per "
+                "row of values. Received: x row indices for y rows of values",
+            )
+        )
+    if not checks:
+        return indices, values
+    with tf.control_dependencies(checks):
+        if check_width:
+            values = tf.ensure_shape(values, (None,) + width)
+        if check_count:
+            indices = tf.reshape(indices, tf.shape(values)[:1])
+        else:
+            indices = tf.identity(indices)
+    return indices, values
+
+
+def check_shape(gradient, variable):
+    if tf.executing_eagerly() or gradient.shape.is_fully_defined():
+        return None
+    expected = tuple(variable.shape)
+    check = tf.debugging.assert_equal(
+        tf.shape(gradient, out_type=tf.int64),
+        tf.constant(expected, tf.int64),
+        message=f"The gradient of variable {_name(variable)!r} must have the "
+        f"variable's shape {expected}. Received: gradient shape x (the variable's: y)",
+    )
+    with tf.control_dependencies([check]):
+        return tf.ensure_shape(gradient, expected)
 
 
 def sparse_gradient(indices, values, shape):
@@ -88,25 +165,27 @@ def _scatter_in_xla(handle, indices, rows, shape):
     tf.raw_ops.ResourceScatterUpdate(resource=handle, indices=indices, updates=rows)
 
 
+# Bucket sizes: the powers of two from 8 to 2**32 (past any int32 count).
+_BUCKETS = [2**k for k in range(3, 33)]
+
+
+def bucket_size(count):
+    """The bucket of `count` rows (an int64 scalar tensor): the smallest
+    power of two >= max(count, 8), found in integers (float32 logs put
+    2**21 + 1 in the bucket of 2**21)."""
+    buckets = tf.constant(_BUCKETS, tf.int64)
+    return buckets[tf.searchsorted(buckets, tf.reshape(count, (1,)))[0]]
+
+
 def _bucket(indices, rows, num_rows):
-    """Pads a dynamic number of rows up to a power of two (spare rows out of
-    range), so that XLA compiles the scatter for a few sizes, not each."""
-    count = tf.size(indices)
-    size = tf.maximum(
-        8,
-        tf.bitwise.left_shift(
-            1,
-            tf.cast(
-                tf.math.ceil(
-                    tf.math.log(tf.cast(tf.maximum(count, 1), tf.float32)) / tf.math.log(2.0)
-                ),
-                tf.int32,
-            ),
-        ),
-    )
-    spare = num_rows + tf.range(size - count, dtype=indices.dtype)
-    padding = tf.zeros(tf.concat([[size - count], tf.shape(rows)[1:]], 0), rows.dtype)
-    return tf.concat([indices, spare], 0), tf.concat([rows, padding], 0)
+    """Pads a dynamic number of rows up to a power of two (spare rows at
+    `num_rows`, out of range), so that XLA compiles the scatter for a few
+    sizes, not each."""
+    count = tf.size(indices, out_type=tf.int64)
+    spare = bucket_size(count) - count
+    padding = tf.fill(tf.reshape(spare, (1,)), tf.cast(num_rows, indices.dtype))
+    shape = tf.concat([tf.reshape(spare, (1,)), tf.shape(rows, out_type=tf.int64)[1:]], 0)
+    return tf.concat([indices, padding], 0), tf.concat([rows, tf.zeros(shape, rows.dtype)], 0)
 
 
 def _distributed(variable):
@@ -160,15 +239,36 @@ def compute_gradients(loss, var_list, tape=None):
 class OptimizerMixin:
     """Row writes in XLA, and sums of `SparseRows` across replicas."""
 
+    def __dir__(self):
+        # TensorFlow's checkpointing (`tf.train.Checkpoint`, SavedModel)
+        # takes an object whose dir() lists `get_slot_names` for a Keras 2
+        # optimizer, and saves what its `get_slot(x, name)` returns for
+        # every tracked `x` as a separate slot variable. A Keras 3 optimizer
+        # saves its slots as its own variables (so does Keras' Adam, which
+        # has no `get_slot_names`): the same slots twice fail the save. So
+        # tfa's `get_slot_names` works but is left out of dir().
+        return [name for name in super().__dir__() if name != "get_slot_names"]
+
     def assign(self, variable, value):
         target = _tf_variable(variable)
         if not isinstance(value, tf.IndexedSlices) or _distributed(target):
             return super().assign(variable, value)
+        if target.shape.num_elements() == 0:
+            return  # no row to write; XLA refuses a scatter into zero rows
         indices = value.indices
         rows = tf.cast(value.values, tf.as_dtype(variable.dtype))
         if not _building_for_xla():
             indices, rows = _bucket(indices, rows, target.shape[0])
-        _scatter_in_xla(target.handle, indices, rows, tuple(target.shape))
+        scatter = _scatter_in_xla
+        if tf.config.functions_run_eagerly():
+            # `tf.config.run_functions_eagerly(True)` would run the scatter
+            # eagerly, on TF's kernel, which rejects the spare rows (and
+            # would switch the table to copy-on-read). A concrete function
+            # still runs compiled: the same write as with the switch off.
+            scatter = _scatter_in_xla.get_concrete_function(
+                target.handle, indices, rows, tuple(target.shape)
+            )
+        scatter(target.handle, indices, rows, tuple(target.shape))
 
     def _all_reduce_sum_gradients(self, grads_and_vars):
         # Private Keras hook (TFOptimizer): under tf.distribute, gradients

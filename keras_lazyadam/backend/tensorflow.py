@@ -61,8 +61,9 @@ def _checked_slices(indices, values, variable):
                 "rows of shape x (the variable's rows: y)",
             )
         )
-    open_count = None in (indices.shape[0], values.shape[0])
-    check_count = indices.shape.rank == 1 and rank != 0 and open_count
+    check_count = (
+        indices.shape.rank == 1 and rank != 0 and None in (indices.shape[0], values.shape[0])
+    )
     if check_count:
         checks.append(
             tf.debugging.assert_equal(

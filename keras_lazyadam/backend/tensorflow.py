@@ -36,11 +36,15 @@ def _checked_slices(indices, values, variable):
     """The dims of a sparse gradient that a graph was traced without
     (`input_signature` with None, `reduce_retracing`), checked when it runs.
 
-    The asserts give the message in graphs; XLA drops asserts but refuses to
-    compile the shape ops that follow them (`ensure_shape`, `reshape`) for a
-    wrong row shape or count. The returned tensors, and through `after`
-    every write of the step, wait for the checks. Nothing is added where the
-    static shapes say it all (in Keras' `fit`, only the count is open).
+    In graphs, asserts: the returned tensors, and through `after` every
+    write of the step, wait for them. One limit: TensorFlow's graph optimizer
+    (grappler's constant folding) may infer a shape from the ops downstream,
+    assuming the graph valid, and fold an assert away; a kernel downstream
+    then fails part-way (seen with `reduce_retracing`, README "Bad input").
+    XLA drops asserts, but refuses to compile the shape ops used there
+    (`ensure_shape`, `reshape`) for a wrong row shape or count: nothing runs.
+    Nothing is added where the static shapes say it all (in Keras' `fit`,
+    only the count is open, on the trace of a last, smaller batch).
     Shapes that are known and wrong are `validation.py`'s, at trace time.
     """
     name = _name(variable)
@@ -75,14 +79,17 @@ def _checked_slices(indices, values, variable):
         )
     if not checks:
         return indices, values
-    with tf.control_dependencies(checks):
+    if _building_for_xla():
+        # Asserts are dropped: the compiler refuses these for a bad shape.
         if check_width:
             values = tf.ensure_shape(values, (None,) + width)
         if check_count:
             indices = tf.reshape(indices, tf.shape(values)[:1])
-        else:
-            indices = tf.identity(indices)
-    return indices, values
+        return indices, values
+    # Not ensure_shape or reshape here: from their static output shapes
+    # TensorFlow's graph optimizer infers the input's and folds the asserts.
+    with tf.control_dependencies(checks):
+        return tf.identity(indices), tf.identity(values)
 
 
 def check_shape(gradient, variable):
@@ -95,8 +102,10 @@ def check_shape(gradient, variable):
         message=f"The gradient of variable {_name(variable)!r} must have the "
         f"variable's shape {expected}. Received: gradient shape x (the variable's: y)",
     )
+    if _building_for_xla():
+        return tf.ensure_shape(gradient, expected)  # asserts are dropped there
     with tf.control_dependencies([check]):
-        return tf.ensure_shape(gradient, expected)
+        return tf.identity(gradient)
 
 
 def sparse_gradient(indices, values, shape):

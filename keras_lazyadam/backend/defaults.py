@@ -56,8 +56,9 @@ def check_shape(gradient, variable):
 
 def after(tensors, variables):
     """A context in which every write to `variables` (all that the step may
-    write) runs after `tensors` (the checked indices), so that a failed check
-    leaves the whole step unapplied."""
+    write) runs after `tensors` (the checked indices, and the gradients that
+    `check_shape` checked), so that a failed check leaves the whole step
+    unapplied."""
     return contextlib.nullcontext()
 
 

@@ -35,77 +35,84 @@ def to_sparse_rows(grad, variable):
 def _checked_slices(indices, values, variable):
     """The dims of a sparse gradient that a graph was traced without
     (`input_signature` with None, `reduce_retracing`), checked when it runs.
-
-    In graphs, asserts: the returned tensors, and through `after` every
-    write of the step, wait for them. One limit: TensorFlow's graph optimizer
-    (grappler's constant folding) may infer a shape from the ops downstream,
-    assuming the graph valid, and fold an assert away; a kernel downstream
-    then fails part-way (seen with `reduce_retracing`, README "Bad input").
-    XLA drops asserts, but refuses to compile the shape ops used there
-    (`ensure_shape`, `reshape`) for a wrong row shape or count: nothing runs.
     Nothing is added where the static shapes say it all (in Keras' `fit`,
-    only the count is open, on the trace of a last, smaller batch).
-    Shapes that are known and wrong are `validation.py`'s, at trace time.
-    """
+    only the count is open, on the trace of a last, smaller batch). Shapes
+    known and wrong are `validation.py`'s, at trace time."""
     name = _name(variable)
     width = tuple(variable.shape[1:])
     if indices.shape.rank is None:
         indices = tf.ensure_shape(indices, (None,))
     rank = values.shape.rank
-    checks = []
     open_width = not values.shape[1:].is_fully_defined()
     check_width = rank is None or (rank == 1 + len(width) and open_width)
-    if check_width:
-        checks.append(
-            tf.debugging.assert_equal(
-                tf.shape(values, out_type=tf.int64)[1:],
-                tf.constant(width, tf.int64),
-                message=f"The gradient of variable {name!r} must have the "
-                f"variable's shape {tuple(variable.shape)}. Received: gradient "
-                "rows of shape x (the variable's rows: y)",
-            )
-        )
     check_count = (
         indices.shape.rank == 1 and rank != 0 and None in (indices.shape[0], values.shape[0])
     )
-    if check_count:
-        checks.append(
-            tf.debugging.assert_equal(
-                tf.size(indices),
-                tf.shape(values)[0],
-                message=f"The gradient of {name!r} must have one row index per "
-                "row of values. Received: x row indices for y rows of values",
-            )
-        )
-    if not checks:
+    if not (check_width or check_count):
         return indices, values
     if _building_for_xla():
-        # Asserts are dropped: the compiler refuses these for a bad shape.
+        # No asserts there: the compiler refuses these for a bad shape.
         if check_width:
             values = tf.ensure_shape(values, (None,) + width)
         if check_count:
             indices = tf.reshape(indices, tf.shape(values)[:1])
         return indices, values
-    # Not ensure_shape or reshape here: from their static output shapes
-    # TensorFlow's graph optimizer infers the input's and folds the asserts.
-    with tf.control_dependencies(checks):
-        return tf.identity(indices), tf.identity(values)
+    checks = []
+    if check_width:
+        checks.append(
+            (
+                tf.reduce_all(tf.equal(tf.shape(values, out_type=tf.int64)[1:], width)),
+                f"The gradient of variable {name!r} must have the variable's "
+                f"shape {tuple(variable.shape)}. Received: gradient values of shape",
+                tf.shape(values),
+            )
+        )
+    if check_count:
+        checks.append(
+            (
+                tf.equal(tf.size(indices), tf.shape(values)[0]),
+                f"The gradient of {name!r} must have one row index per row of "
+                "values. Received: indices, values shapes",
+                [tf.shape(indices), tf.shape(values)],
+            )
+        )
+    empty = (tf.zeros((0,), indices.dtype), tf.zeros((0,) + width, values.dtype))
+    return _checked(checks, (indices, values), empty)
 
 
 def check_shape(gradient, variable):
     if tf.executing_eagerly() or gradient.shape.is_fully_defined():
         return None
     expected = tuple(variable.shape)
-    check = tf.debugging.assert_equal(
-        tf.shape(gradient, out_type=tf.int64),
-        tf.constant(expected, tf.int64),
-        message=f"The gradient of variable {_name(variable)!r} must have the "
-        f"variable's shape {expected}. Received: gradient shape x (the variable's: y)",
-    )
     if _building_for_xla():
-        return tf.ensure_shape(gradient, expected)  # asserts are dropped there
-    with tf.control_dependencies([check]):
-        return tf.identity(gradient)
+        return tf.ensure_shape(gradient, expected)  # no asserts there: fails to compile
+    ok = tf.reduce_all(tf.equal(tf.shape(gradient, out_type=tf.int64), expected))
+    message = (
+        f"The gradient of variable {_name(variable)!r} must have the variable's "
+        f"shape {expected}. Received: gradient shape"
+    )
+    return _checked(
+        [(ok, message, tf.shape(gradient))], gradient, tf.zeros(expected, gradient.dtype)
+    )
+
+
+def _checked(checks, tensors, fallback):
+    """`tensors` after asserts of `checks` ((ok, message, data) each).
+
+    What follows gets `tensors` through a `tf.cond` on the checks, with
+    `fallback` (well-shaped) in place of bad ones. Without it TensorFlow's
+    graph optimizer (grappler's constant folding) infers the shapes of
+    `tensors` from the ops downstream, assuming the graph valid, and folds
+    the asserts away; a kernel downstream then fails part-way through the
+    step. With it the asserts stay, and `after` makes every write wait.
+    """
+    ok = checks[0][0]
+    asserts = []
+    for good, message, data in checks:
+        ok = ok & good
+        asserts.append(tf.debugging.Assert(good, [message] + tf.nest.flatten(data)))
+    with tf.control_dependencies(asserts):
+        return tf.cond(ok, lambda: tf.nest.map_structure(tf.identity, tensors), lambda: fallback)
 
 
 def sparse_gradient(indices, values, shape):

@@ -66,8 +66,9 @@ class TfaOptimizerAPI:
 
     def get_slot(self, var, slot_name):
         """Returns the slot variable `slot_name` ("m", "v", "vhat",
-        "row_step") of `var` (a variable the optimizer was built for, or on
-        TensorFlow the `tf.Variable` it was built for or that one wraps).
+        "row_step") of `var`: a variable the optimizer was built for (on
+        TensorFlow also a plain `tf.Variable` it was built for, or the
+        `tf.Variable` inside such a Keras variable).
 
         (On TensorFlow, `get_slot_names` is left out of `dir(optimizer)`:
         TensorFlow's checkpointing would save each slot twice; see

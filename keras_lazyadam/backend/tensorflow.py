@@ -97,22 +97,26 @@ def check_shape(gradient, variable):
 
 
 def _checked(checks, tensors, fallback):
-    """`tensors` after asserts of `checks` ((ok, message, data) each).
+    """`tensors`, through a `tf.cond` on `checks` ((ok, message, data) each)
+    whose other branch asserts, then gives `fallback` (well-shaped).
 
-    What follows gets `tensors` through a `tf.cond` on the checks, with
-    `fallback` (well-shaped) in place of bad ones. Without it TensorFlow's
-    graph optimizer (grappler's constant folding) infers the shapes of
-    `tensors` from the ops downstream, assuming the graph valid, and folds
-    the asserts away; a kernel downstream then fails part-way through the
-    step. With it the asserts stay, and `after` makes every write wait.
+    An assert on the side would not do: TensorFlow's graph optimizer
+    (grappler's constant folding) infers the shapes of `tensors` from the
+    ops downstream, assuming the graph valid, and folds such asserts away;
+    a kernel downstream then fails part-way through the step. The cond
+    hides the shapes of `tensors` from the ops downstream, and `after`
+    makes every write wait for it.
     """
     ok = checks[0][0]
-    asserts = []
-    for good, message, data in checks:
+    for good, _, _ in checks[1:]:
         ok = ok & good
-        asserts.append(tf.debugging.Assert(good, [message] + tf.nest.flatten(data)))
-    with tf.control_dependencies(asserts):
-        return tf.cond(ok, lambda: tf.nest.map_structure(tf.identity, tensors), lambda: fallback)
+
+    def refuse():
+        asserts = [tf.debugging.Assert(good, [m] + tf.nest.flatten(d)) for good, m, d in checks]
+        with tf.control_dependencies(asserts):
+            return tf.nest.map_structure(tf.identity, fallback)
+
+    return tf.cond(ok, lambda: tf.nest.map_structure(tf.identity, tensors), refuse)
 
 
 def sparse_gradient(indices, values, shape):

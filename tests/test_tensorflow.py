@@ -47,7 +47,7 @@ def _assert_same_state(a, b):
 def test_bucket_size_is_exact_at_powers_of_two():
     counts = [0, 1, 7, 8, 9] + [c for k in range(4, 32) for c in (2**k - 1, 2**k, 2**k + 1)]
     counts = [c for c in counts if c < 2**31]  # tf.size is int32
-    sizes = [int(tf_backend.bucket_size(tf.constant(c, tf.int64))) for c in counts]
+    sizes = [int(tf_backend._bucket_size(tf.constant(c, tf.int64))) for c in counts]
     expected = [max(8, 1 << max(c - 1, 0).bit_length()) for c in counts]
     assert sizes == expected
 

@@ -190,7 +190,7 @@ def _scatter_in_xla(handle, indices, rows, shape):
 _BUCKETS = [2**k for k in range(3, 33)]
 
 
-def bucket_size(count):
+def _bucket_size(count):
     """The bucket of `count` rows (an int64 scalar tensor): the smallest
     power of two >= max(count, 8), found in integers (float32 logs put
     2**21 + 1 in the bucket of 2**21)."""
@@ -203,7 +203,7 @@ def _bucket(indices, rows, num_rows):
     `num_rows`, out of range), so that XLA compiles the scatter for a few
     sizes, not each."""
     count = tf.size(indices, out_type=tf.int64)
-    spare = bucket_size(count) - count
+    spare = _bucket_size(count) - count
     padding = tf.fill(tf.reshape(spare, (1,)), tf.cast(num_rows, indices.dtype))
     shape = tf.concat([tf.reshape(spare, (1,)), tf.shape(rows, out_type=tf.int64)[1:]], 0)
     return tf.concat([indices, padding], 0), tf.concat([rows, tf.zeros(shape, rows.dtype)], 0)

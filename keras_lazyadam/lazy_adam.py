@@ -195,7 +195,7 @@ class LazyAdam(TfaOptimizerAPI, backend.OptimizerMixin, keras.optimizers.Optimiz
             shape=tuple(variable.shape[:1]),
             initializer="zeros",
             dtype="int32",
-            name=f"{variable.path.replace('/', '_')}_row_step",
+            name=f"{_slot_prefix(variable)}_row_step",
             layout=backend.row_layout(variable),
         )
 
@@ -253,7 +253,8 @@ class LazyAdam(TfaOptimizerAPI, backend.OptimizerMixin, keras.optimizers.Optimiz
             validation.check_gradient(variable, gradient.shape, gradient.dtype)
             if self.skip_zero_rows:
                 dense_tables.warn_once(variable, self)
-            return gradient, None
+            checked = backend.check_shape(gradient, variable)  # dims unknown when traced
+            return (gradient, None) if checked is None else (checked, checked)
         indices, values = slices
         row_shape = (None,) + tuple(values.shape[1:])
         validation.check_gradient(variable, row_shape, values.dtype)
@@ -442,6 +443,13 @@ def _prefers_whole(variable, rows):
     round by position in a vector on some kernels (TF's Eigen)."""
     row_size = int(np.prod(variable.shape[1:]))
     return backend.prefers_whole_update(variable.shape[0], row_size, rows.rows.shape[0])
+
+
+def _slot_prefix(variable):
+    # As Keras names its slots (`add_variable_from_reference`); a tf.Variable has no path.
+    if hasattr(variable, "path"):
+        return variable.path.replace("/", "_")
+    return str(variable.name).replace("/", "_").replace(":", "_")
 
 
 def _compute_dtype(variable):

@@ -20,6 +20,7 @@ import keras
 import numpy as np
 
 from keras_lazyadam import upstream
+from keras_lazyadam import validation
 from keras_lazyadam.embedding import LazyEmbedding
 from keras_lazyadam.embedding import lazy_class
 from keras_lazyadam.lazy_adam import LazyAdam
@@ -114,7 +115,7 @@ def load_tfa_weights(optimizer, weights, var_list):
             target = optimizer.get_slot(variable, slot)
             if tuple(value.shape) != tuple(target.shape):
                 raise ValueError(
-                    f"tfa's {slot} of variable {i} ({variable.path!r}) has shape "
+                    f"tfa's {slot} of variable {i} ({validation.name_of(variable)!r}) has shape "
                     f"{value.shape}, the variable has shape {tuple(target.shape)}. "
                     "Is var_list in the order tfa's optimizer saw it?"
                 )

@@ -10,6 +10,7 @@ from keras import ops
 
 from keras_lazyadam import backend
 from keras_lazyadam import upstream
+from keras_lazyadam import validation
 
 
 class TfaOptimizerAPI:
@@ -65,7 +66,13 @@ class TfaOptimizerAPI:
 
     def get_slot(self, var, slot_name):
         """Returns the slot variable `slot_name` ("m", "v", "vhat",
-        "row_step") of `var`."""
+        "row_step") of `var`: a variable the optimizer was built for (on
+        TensorFlow also a plain `tf.Variable` it was built for, or the
+        `tf.Variable` inside such a Keras variable).
+
+        (On TensorFlow, `get_slot_names` is left out of `dir(optimizer)`:
+        TensorFlow's checkpointing would save each slot twice; see
+        `backend/tensorflow.py`.)"""
         if slot_name not in self.get_slot_names():
             raise ValueError(
                 f"`slot_name` must be one of {self.get_slot_names()}. "
@@ -75,7 +82,7 @@ class TfaOptimizerAPI:
             raise ValueError(
                 "The optimizer has no slots yet: call `build(var_list)` or apply gradients first."
             )
-        if not hasattr(var, "path"):
+        if not (hasattr(var, "path") or backend.is_native_variable(var)):
             raise TypeError(
                 "`var` must be one of the variables the optimizer was built "
                 f"for. Received: an object of type {type(var).__name__}"
@@ -83,7 +90,7 @@ class TfaOptimizerAPI:
         if not upstream.knows_variable(self, var):
             raise ValueError(
                 f"Unknown variable: {var}. This optimizer was built for "
-                f"{[v.path for v in upstream.trainable_variables(self)]}."
+                f"{[validation.name_of(v) for v in upstream.trainable_variables(self)]}."
             )
         return self._slots[slot_name][self._get_variable_index(var)]
 

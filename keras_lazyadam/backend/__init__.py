@@ -23,10 +23,12 @@ else:
         f"backends. Received: KERAS_BACKEND={_BACKEND!r}"
     )
 
+is_native_variable = getattr(_impl, "is_native_variable", defaults.is_native_variable)
 to_sparse_rows = getattr(_impl, "to_sparse_rows", defaults.to_sparse_rows)
 sparse_gradient = getattr(_impl, "sparse_gradient", defaults.sparse_gradient)
 widen_indices = getattr(_impl, "widen_indices", defaults.widen_indices)
 check_rows = getattr(_impl, "check_rows", defaults.check_rows)
+check_shape = getattr(_impl, "check_shape", defaults.check_shape)
 after = getattr(_impl, "after", defaults.after)
 sum_rows = getattr(_impl, "sum_rows", defaults.sum_rows)
 coalesce = getattr(_impl, "coalesce", defaults.coalesce)

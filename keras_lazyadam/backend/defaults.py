@@ -13,6 +13,13 @@ from keras import ops
 from keras_lazyadam.validation import wide_index_dtype as _wide_index_dtype
 
 
+def is_native_variable(value):
+    """Whether `value` is a variable of the framework itself (a `tf.Variable`)
+    that the optimizer trains as it trains a Keras variable (tfa's `get_slot`
+    and `load_tfa_weights` take it)."""
+    return False
+
+
 def to_sparse_rows(gradient, variable):
     """`(indices, values)` row slices of a native sparse gradient, else None.
 
@@ -55,10 +62,20 @@ def check_rows(indices, num_rows, name):
     return indices
 
 
+def check_shape(gradient, variable):
+    """A dense gradient whose dims were unknown while tracing (TF graphs
+    traced with None dims), checked against the variable's shape when the
+    step runs: the checked gradient, which the step's writes then wait for
+    (see `after`); None where the static checks of `validation.py` saw the
+    whole shape (always, on backends whose traced shapes are static)."""
+    return None
+
+
 def after(tensors, variables):
     """A context in which every write to `variables` (all that the step may
-    write) runs after `tensors` (the checked indices), so that a failed check
-    leaves the whole step unapplied."""
+    write) runs after `tensors` (the checked indices, and the gradients that
+    `check_shape` checked), so that a failed check leaves the whole step
+    unapplied."""
     return contextlib.nullcontext()
 
 

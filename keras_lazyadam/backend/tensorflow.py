@@ -15,14 +15,112 @@ def _tf_variable(variable):
     return variable
 
 
+def _name(variable):
+    return getattr(variable, "path", None) or variable.name
+
+
+def is_native_variable(value):
+    return isinstance(value, tf.Variable)
+
+
 def to_sparse_rows(grad, variable):
-    if isinstance(grad, tf.IndexedSlices):
-        shape = _static_shape(grad.dense_shape)
-        if shape is not None:
-            validation.check_shape(variable, shape)
-        # Indices may be a Python tuple or list (Keras' own tests build them so).
-        return tf.convert_to_tensor(grad.indices), tf.convert_to_tensor(grad.values)
-    return None
+    if not isinstance(grad, tf.IndexedSlices):
+        return None
+    shape = _static_shape(grad.dense_shape)
+    if shape is not None:
+        validation.check_shape(variable, shape)
+    # Indices may be a Python tuple or list (Keras' own tests build them so).
+    indices, values = tf.convert_to_tensor(grad.indices), tf.convert_to_tensor(grad.values)
+    if tf.executing_eagerly():
+        return indices, values  # shapes are known: validation.py checks them
+    return _checked_slices(indices, values, variable)
+
+
+def _checked_slices(indices, values, variable):
+    """The dims of a sparse gradient that a graph was traced without
+    (`input_signature` with None, `reduce_retracing`), checked when it runs.
+    Nothing is added where the static shapes say it all (in Keras' `fit`,
+    only the count is open, on the trace of a last, smaller batch). Shapes
+    known and wrong are `validation.py`'s, at trace time."""
+    name = _name(variable)
+    width = tuple(variable.shape[1:])
+    if indices.shape.rank is None:
+        indices = tf.ensure_shape(indices, (None,))
+    rank = values.shape.rank
+    open_width = not values.shape[1:].is_fully_defined()
+    check_width = rank is None or (rank == 1 + len(width) and open_width)
+    check_count = (
+        indices.shape.rank == 1 and rank != 0 and None in (indices.shape[0], values.shape[0])
+    )
+    if not (check_width or check_count):
+        return indices, values
+    if _building_for_xla():
+        # No asserts there: the compiler refuses these for a bad shape.
+        if check_width:
+            values = tf.ensure_shape(values, (None,) + width)
+        if check_count:
+            indices = tf.reshape(indices, tf.shape(values)[:1])
+        return indices, values
+    checks = []
+    if check_width:
+        checks.append(
+            (
+                tf.reduce_all(tf.equal(tf.shape(values, out_type=tf.int64)[1:], width)),
+                f"The gradient of variable {name!r} must have the variable's "
+                f"shape {tuple(variable.shape)}. Received: gradient values of shape",
+                tf.shape(values),
+            )
+        )
+    if check_count:
+        checks.append(
+            (
+                tf.equal(tf.size(indices), tf.shape(values)[0]),
+                f"The gradient of {name!r} must have one row index per row of "
+                "values. Received: indices, values shapes",
+                [tf.shape(indices), tf.shape(values)],
+            )
+        )
+    empty = (tf.zeros((0,), indices.dtype), tf.zeros((0,) + width, values.dtype))
+    return _checked(checks, (indices, values), empty)
+
+
+def check_shape(gradient, variable):
+    if tf.executing_eagerly() or gradient.shape.is_fully_defined():
+        return None
+    expected = tuple(variable.shape)
+    if _building_for_xla():
+        return tf.ensure_shape(gradient, expected)  # no asserts there: fails to compile
+    ok = tf.reduce_all(tf.equal(tf.shape(gradient, out_type=tf.int64), expected))
+    message = (
+        f"The gradient of variable {_name(variable)!r} must have the variable's "
+        f"shape {expected}. Received: gradient shape"
+    )
+    return _checked(
+        [(ok, message, tf.shape(gradient))], gradient, tf.zeros(expected, gradient.dtype)
+    )
+
+
+def _checked(checks, tensors, fallback):
+    """`tensors`, through a `tf.cond` on `checks` ((ok, message, data) each)
+    whose other branch asserts, then gives `fallback` (well-shaped).
+
+    An assert on the side would not do: TensorFlow's graph optimizer
+    (grappler's constant folding) infers the shapes of `tensors` from the
+    ops downstream, assuming the graph valid, and folds such asserts away;
+    a kernel downstream then fails part-way through the step. The cond
+    hides the shapes of `tensors` from the ops downstream, and `after`
+    makes every write wait for it.
+    """
+    ok = checks[0][0]
+    for good, _, _ in checks[1:]:
+        ok = ok & good
+
+    def refuse():
+        asserts = [tf.debugging.Assert(good, [m] + tf.nest.flatten(d)) for good, m, d in checks]
+        with tf.control_dependencies(asserts):
+            return tf.nest.map_structure(tf.identity, fallback)
+
+    return tf.cond(ok, lambda: tf.nest.map_structure(tf.identity, tensors), refuse)
 
 
 def _static_shape(dense_shape):
@@ -105,25 +203,27 @@ def _scatter_in_xla(handle, indices, rows, shape):
     tf.raw_ops.ResourceScatterUpdate(resource=handle, indices=indices, updates=rows)
 
 
+# Bucket sizes: the powers of two from 8 to 2**32 (past any int32 count).
+_BUCKETS = [2**k for k in range(3, 33)]
+
+
+def _bucket_size(count):
+    """The bucket of `count` rows (an int64 scalar tensor): the smallest
+    power of two >= max(count, 8), found in integers (float32 logs put
+    2**21 + 1 in the bucket of 2**21)."""
+    buckets = tf.constant(_BUCKETS, tf.int64)
+    return buckets[tf.searchsorted(buckets, tf.reshape(count, (1,)))[0]]
+
+
 def _bucket(indices, rows, num_rows):
-    """Pads a dynamic number of rows up to a power of two (spare rows out of
-    range), so that XLA compiles the scatter for a few sizes, not each."""
-    count = tf.size(indices)
-    size = tf.maximum(
-        8,
-        tf.bitwise.left_shift(
-            1,
-            tf.cast(
-                tf.math.ceil(
-                    tf.math.log(tf.cast(tf.maximum(count, 1), tf.float32)) / tf.math.log(2.0)
-                ),
-                tf.int32,
-            ),
-        ),
-    )
-    spare = num_rows + tf.range(size - count, dtype=indices.dtype)
-    padding = tf.zeros(tf.concat([[size - count], tf.shape(rows)[1:]], 0), rows.dtype)
-    return tf.concat([indices, spare], 0), tf.concat([rows, padding], 0)
+    """Pads a dynamic number of rows up to a power of two (spare rows at
+    `num_rows`, out of range), so that XLA compiles the scatter for a few
+    sizes, not each."""
+    count = tf.size(indices, out_type=tf.int64)
+    spare = _bucket_size(count) - count
+    padding = tf.fill(tf.reshape(spare, (1,)), tf.cast(num_rows, indices.dtype))
+    shape = tf.concat([tf.reshape(spare, (1,)), tf.shape(rows, out_type=tf.int64)[1:]], 0)
+    return tf.concat([indices, padding], 0), tf.concat([rows, tf.zeros(shape, rows.dtype)], 0)
 
 
 def _distributed(variable):
@@ -181,15 +281,36 @@ def compute_gradients(loss, var_list, tape=None):
 class OptimizerMixin:
     """Row writes in XLA, and sums of `SparseRows` across replicas."""
 
+    def __dir__(self):
+        # TensorFlow's checkpointing (`tf.train.Checkpoint`, SavedModel)
+        # takes an object whose dir() lists `get_slot_names` for a Keras 2
+        # optimizer, and saves what its `get_slot(x, name)` returns for
+        # every tracked `x` as a separate slot variable. A Keras 3 optimizer
+        # saves its slots as its own variables (so does Keras' Adam, which
+        # has no `get_slot_names`): the same slots twice fail the save. So
+        # tfa's `get_slot_names` works but is left out of dir().
+        return [name for name in super().__dir__() if name != "get_slot_names"]
+
     def assign(self, variable, value):
         target = _tf_variable(variable)
         if not isinstance(value, tf.IndexedSlices) or _distributed(target):
             return super().assign(variable, value)
+        if target.shape.num_elements() == 0:
+            return  # no row to write; XLA refuses a scatter into zero rows
         indices = value.indices
         rows = tf.cast(value.values, tf.as_dtype(variable.dtype))
         if not _building_for_xla():
             indices, rows = _bucket(indices, rows, target.shape[0])
-        _scatter_in_xla(target.handle, indices, rows, tuple(target.shape))
+        scatter = _scatter_in_xla
+        if tf.config.functions_run_eagerly():
+            # `tf.config.run_functions_eagerly(True)` would run the scatter
+            # eagerly, on TF's kernel, which rejects the spare rows (and
+            # would switch the table to copy-on-read). A concrete function
+            # still runs compiled: the same write as with the switch off.
+            scatter = _scatter_in_xla.get_concrete_function(
+                target.handle, indices, rows, tuple(target.shape)
+            )
+        scatter(target.handle, indices, rows, tuple(target.shape))
 
     def _all_reduce_sum_gradients(self, grads_and_vars):
         # Private Keras hook (TFOptimizer): under tf.distribute, gradients

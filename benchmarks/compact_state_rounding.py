@@ -93,7 +93,10 @@ def run(rows, steps, seed=0):
     width = 64
     mu = rng.choice([-1, 1], (rows, width)) * 10 ** rng.uniform(-3, 0, (rows, width))
     noise_scale = np.abs(mu) * 3 + 1e-3 * rng.random((rows, 1))
-    gradients = lambda: (mu + noise_scale * rng.standard_t(4, (rows, width))).astype(np.float32)
+
+    def gradients():
+        return (mu + noise_scale * rng.standard_t(4, (rows, width))).astype(np.float32)
+
     touched_p = 0.3
     result = {}
     names = list(formats(rng))
@@ -114,7 +117,8 @@ def run(rows, steps, seed=0):
             is_small = (np.abs(ref) < rowmax / 10) & (ref != 0)
             for n in names:
                 errs[n].append(np.linalg.norm(ms[n] - ref) / np.linalg.norm(ref))
-                small[n].append(np.median(np.abs(ms[n][is_small] - ref[is_small]) / np.abs(ref[is_small])))
+                off = np.abs(ms[n][is_small] - ref[is_small]) / np.abs(ref[is_small])
+                small[n].append(np.median(off))
     # decay phase: half of each row's elements get g = 0, the rest keep theirs
     half = np.zeros((rows, width), bool)
     half[:, ::2] = True

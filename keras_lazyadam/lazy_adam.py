@@ -9,10 +9,10 @@ from keras import ops
 from keras_lazyadam import backend
 from keras_lazyadam import marks
 from keras_lazyadam import sparse
+from keras_lazyadam import state as compact
 from keras_lazyadam import upstream
 from keras_lazyadam import validation
 from keras_lazyadam.rule import Hyperparameters
-from keras_lazyadam.rule import State
 from keras_lazyadam.rule import adam_update
 from keras_lazyadam.tfa_api import TfaOptimizerAPI
 
@@ -89,6 +89,24 @@ class LazyAdam(TfaOptimizerAPI, backend.OptimizerMixin, keras.optimizers.Optimiz
             updates, so its first update is Adam's first update. Both keep
             an int32 counter per row, slot `"row_step"`; the maths is in
             `keras_lazyadam/rule.py`. Defaults to `"global"`.
+        second_moment: `"element"` (Adam's `v`, one per element) or `"row"`:
+            one `v` per row of a compact variable (see below), the row's
+            mean of `g^2`, as FBGEMM's row-wise Adam (`vhat` too with
+            amsgrad). Defaults to `"element"`.
+        first_moment_dtype: `None` (the variable's dtype), `"bfloat16"`, or
+            `"int8"` (8-bit codes per element and one float32 scale per row,
+            slot `"m_scale"`): how `m` of a compact variable is stored; the
+            maths runs in float32. Defaults to `None`.
+
+    Compact variables: with `second_moment="row"` or a `first_moment_dtype`,
+    the embedding tables (variables named `"embeddings"` of rank 2:
+    `keras.layers.Embedding`, `LazyEmbedding`) get the compact state; every
+    other variable keeps the full rule. Before the optimizer is built,
+    `use_compact_state(var_list=None, var_names=None)` adds variables (rank
+    >= 2) and `exclude_from_compact_state(...)` removes some (as Keras'
+    `exclude_from_weight_decay`; `var_names` are regular expressions searched
+    in `variable.path`). `get_slot` returns slots as stored (int8 codes,
+    bfloat16, per-row `v`); `decoded_slot` returns `m` in float.
         lr: Deprecated alias of `learning_rate` (tfa's legacy keyword).
     """
 
@@ -112,6 +130,8 @@ class LazyAdam(TfaOptimizerAPI, backend.OptimizerMixin, keras.optimizers.Optimiz
         gradient_accumulation_steps=None,
         name=None,
         step_mode="global",
+        second_moment="element",
+        first_moment_dtype=None,
         **kwargs,
     ):
         if "lr" in kwargs:
@@ -148,6 +168,9 @@ class LazyAdam(TfaOptimizerAPI, backend.OptimizerMixin, keras.optimizers.Optimiz
         self.amsgrad = validation.boolean("amsgrad", amsgrad)
         self.skip_zero_rows = validation.boolean("skip_zero_rows", skip_zero_rows)
         self.step_mode = validation.step_mode(step_mode)
+        self.second_moment = validation.second_moment(second_moment)
+        self.first_moment_dtype = validation.first_moment_dtype(first_moment_dtype)
+        self._compact_include, self._compact_exclude = [], []
 
     def build(self, var_list):
         """Creates the slots `m`, `v` (and `vhat` with `amsgrad`) per variable,
@@ -160,9 +183,58 @@ class LazyAdam(TfaOptimizerAPI, backend.OptimizerMixin, keras.optimizers.Optimiz
             for variable in var_list:
                 marks.mark_takes_sparse(variable, self)
         names = ["m", "v", "vhat"] if self.amsgrad else ["m", "v"]
-        self._slots = dict(zip(names, self.add_optimizer_variables(var_list, names)))
+        self._codecs = [self._codec(v) for v in var_list]
+        if any(self._codecs):
+            self._slots = compact.add_slots(self, var_list, names, self._codecs)
+        else:
+            self._slots = dict(zip(names, self.add_optimizer_variables(var_list, names)))
         if self.step_mode != "global":
             self._slots["row_step"] = [self._add_row_step(v) for v in var_list]
+
+    def _codec(self, variable):
+        """How `variable`'s slots are stored: a `state.Codec`, or None for
+        the full state."""
+        if not compact.is_compact_config(self.second_moment, self.first_moment_dtype):
+            return None
+        if not compact.wants_compact(variable, self._compact_include, self._compact_exclude):
+            return None
+        return compact.Codec(len(variable.shape), self.second_moment, self.first_moment_dtype)
+
+    def use_compact_state(self, var_list=None, var_names=None):
+        """Gives these variables (rank >= 2) the compact state too (besides
+        the embedding tables). `var_names`: regular expressions searched in
+        each variable's path. Call before the optimizer is built."""
+        self._choose_compact("use_compact_state", var_list, var_names, self._compact_include)
+
+    def exclude_from_compact_state(self, var_list=None, var_names=None):
+        """Keeps the full state for these variables (wins over
+        `use_compact_state`). Call before the optimizer is built."""
+        self._choose_compact(
+            "exclude_from_compact_state", var_list, var_names, self._compact_exclude
+        )
+
+    def _choose_compact(self, method, var_list, var_names, into):
+        if self.built:
+            raise ValueError(
+                f"`{method}()` can only be called before the optimizer is built "
+                "(its slots are created then)."
+            )
+        if isinstance(var_names, str):
+            var_names = [var_names]
+        into.extend(compact.patterns(var_list, var_names))
+
+    def decoded_slot(self, var, slot_name):
+        """The float value of slot `slot_name` of `var`: `m` decoded (the
+        variable's shape), `v`/`vhat` as kept (one per row with
+        `second_moment="row"`), others as `get_slot` returns them."""
+        slot = self.get_slot(var, slot_name)
+        codec = self._codecs[self._get_variable_index(var)]
+        if slot_name != "m" or codec is None:
+            return slot
+        scale = None
+        if codec.first_moment_dtype == "int8":
+            scale = ops.convert_to_tensor(self.get_slot(var, "m_scale"))
+        return compact.decode_m(ops.convert_to_tensor(slot), scale, codec)
 
     def _add_row_step(self, variable):
         """The `row_step` slot: one int32 counter per row (slice along axis
@@ -229,22 +301,25 @@ class LazyAdam(TfaOptimizerAPI, backend.OptimizerMixin, keras.optimizers.Optimiz
         """Updates one variable, lazily by rows."""
         hyper = self._hyperparameters(variable, learning_rate)
         index = self._get_variable_index(variable)
-        slots = {name: slots[index] for name, slots in self._slots.items()}
-        state = State(variable, **slots)
+        # The slots as the rule sees them: `state.py` decodes and encodes
+        # compact ones; full ones are read and written as they are.
+        stored = {name: slots[index] for name, slots in self._slots.items()}
+        slots = compact.slots_for(variable, stored, self._codecs[index])
+        if slots.second_moment != "element":
+            hyper = hyper._replace(second_moment=slots.second_moment)
         rows = self._sparse_rows(gradient, variable)
         if rows is not None:
-            self._update_rows(state, rows, hyper)
+            self._update_rows(slots, rows, hyper)
             return
         touched = True
         if self.skip_zero_rows and len(variable.shape) >= 2:
             touched = backend.touched_rows(gradient)
-        if touched is True and backend.fused_dense_update(state, gradient, hyper):
-            return
+        if touched is True and slots.fused:
+            if backend.fused_dense_update(slots.state, gradient, hyper):
+                return
         dtype = _compute_dtype(variable)
-        new = adam_update(state.cast(dtype), ops.cast(gradient, dtype), hyper, touched)
-        for target, value in zip(state, new):
-            if target is not None:
-                self.assign(target, value)
+        new = adam_update(slots.read().cast(dtype), ops.cast(gradient, dtype), hyper, touched)
+        slots.write(self, new, touched)
 
     def _hyperparameters(self, variable, learning_rate):
         dtype = _compute_dtype(variable)
@@ -279,15 +354,12 @@ class LazyAdam(TfaOptimizerAPI, backend.OptimizerMixin, keras.optimizers.Optimiz
                 return sparse.unique_rows(*found, variable.shape[0])
         return None
 
-    def _update_rows(self, state, rows, hyper):
+    def _update_rows(self, slots, rows, hyper):
         """The rule on the gathered rows, written back with row scatters."""
-        dtype = _compute_dtype(state.var)
+        dtype = _compute_dtype(slots.state.var)
         index, gradient = rows.rows, rows.sums
-        old = State(*(x if x is None else backend.gather_rows(x, index) for x in state))
-        new = adam_update(old.cast(dtype), ops.cast(gradient, dtype), hyper)
-        for target, value in zip(state, new):
-            if target is not None:
-                backend.scatter_rows(self, target, index, value)
+        new = adam_update(slots.gather(index).cast(dtype), ops.cast(gradient, dtype), hyper)
+        slots.scatter(self, index, new)
 
     def _apply_weight_decay(self, variables):
         return  # Keras' hook; LazyAdam decays the touched rows in `update_step`
@@ -332,6 +404,14 @@ class LazyAdam(TfaOptimizerAPI, backend.OptimizerMixin, keras.optimizers.Optimiz
                 "step_mode": self.step_mode,
             }
         )
+        config.update(
+            {
+                "second_moment": self.second_moment,
+                "first_moment_dtype": self.first_moment_dtype,
+                "compact_state_include": list(self._compact_include),
+                "compact_state_exclude": list(self._compact_exclude),
+            }
+        )
         return config
 
     @classmethod
@@ -341,7 +421,12 @@ class LazyAdam(TfaOptimizerAPI, backend.OptimizerMixin, keras.optimizers.Optimiz
         config.pop("is_legacy_optimizer", None)  # written by Keras 2.11+
         if "lr" in config:
             config["learning_rate"] = config.pop("lr")
-        return super().from_config(config, custom_objects=custom_objects)
+        include = config.pop("compact_state_include", None)
+        exclude = config.pop("compact_state_exclude", None)
+        optimizer = super().from_config(config, custom_objects=custom_objects)
+        optimizer.use_compact_state(var_names=include)
+        optimizer.exclude_from_compact_state(var_names=exclude)
+        return optimizer
 
 
 def _compute_dtype(variable):

@@ -182,8 +182,7 @@ class CompactSlots:
             backend.scatter_rows(optimizer, target, index, value)
 
     def read(self):
-        stored = State(*(x if x is None else x.value for x in self.state))
-        return self._decode(stored, None if self.m_scale is None else self.m_scale.value)
+        return self._decode(self.state, self.m_scale)
 
     def write(self, optimizer, new, touched):
         rows_mask = None
@@ -194,9 +193,9 @@ class CompactSlots:
             # re-encode of their decoded values might round apart); var, v,
             # vhat and row_step come out of the rule selected already.
             if rows_mask is not None and target is self.m_scale:
-                value = ops.where(rows_mask, value, target.value)
+                value = ops.where(rows_mask, value, target)
             elif rows_mask is not None and target is self.state.m:
-                value = ops.where(touched, value, target.value)
+                value = ops.where(touched, value, target)
             optimizer.assign(target, value)
 
 

@@ -107,7 +107,12 @@ def test_width_one_row_wise_is_the_element_wise_rule(kind, compiled):
             step(sparse_gradient(*data, shape) if kind == "sparse" else dense_gradient(data[0]))
         results.append((numpy(variable), step.slot("m"), step.slot("v").reshape(shape)))
     for element, row in zip(*results):
-        np.testing.assert_array_equal(element.view(np.uint32), row.view(np.uint32))
+        if compiled == "xla":
+            # XLA fuses the two graphs (v gathered as (n,) or (n, 1))
+            # differently, and contracts to FMAs differently: 1 ulp.
+            np.testing.assert_allclose(element, row, rtol=3e-7, atol=0)
+        else:
+            np.testing.assert_array_equal(element.view(np.uint32), row.view(np.uint32))
 
 
 @pytest.mark.parametrize("kind", ["sparse", "dense"])

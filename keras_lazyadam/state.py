@@ -182,7 +182,9 @@ class CompactSlots:
             backend.scatter_rows(optimizer, target, index, value)
 
     def read(self):
-        return self._decode(self.state, self.m_scale)
+        stored = State(*(x if x is None else ops.convert_to_tensor(x) for x in self.state))
+        scale = None if self.m_scale is None else ops.convert_to_tensor(self.m_scale)
+        return self._decode(stored, scale)
 
     def write(self, optimizer, new, touched):
         rows_mask = None
@@ -193,9 +195,9 @@ class CompactSlots:
             # re-encode of their decoded values might round apart); var, v,
             # vhat and row_step come out of the rule selected already.
             if rows_mask is not None and target is self.m_scale:
-                value = ops.where(rows_mask, value, target)
+                value = ops.where(rows_mask, value, ops.convert_to_tensor(target))
             elif rows_mask is not None and target is self.state.m:
-                value = ops.where(touched, value, target)
+                value = ops.where(touched, value, ops.convert_to_tensor(target))
             optimizer.assign(target, value)
 
 

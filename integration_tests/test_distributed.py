@@ -164,7 +164,9 @@ with strategy.scope():
     mirrored = fit()
 out = {{"replicas": strategy.num_replicas_in_sync}}
 for name, model in (("single", single), ("mirrored", mirrored)):
-    np.savez(f"{{name}}.npz", *model.get_weights(), *table_state(model)[1:])
+    # (float32: npz has no bfloat16)
+    slots = [a.astype("float32") for a in table_state(model)[1:]]
+    np.savez(f"{{name}}.npz", *model.get_weights(), *slots)
     if "step_mode" in {kwargs!r}:
         np.save(f"{{name}}_row_step.npy", table_state(model, ["row_step"])[1])
 print(json.dumps(out))

@@ -12,6 +12,7 @@ and the measurements behind the codes.
 import re
 from typing import NamedTuple
 
+import keras
 from keras import ops
 
 from keras_lazyadam import backend
@@ -105,8 +106,15 @@ def _compact_slot(optimizer, variable, codec, name):
         initializer="zeros",
         dtype=dtype,
         name=f"{prefix}_{name}",
-        layout=getattr(variable, "_layout", None),
+        layout=_layout(variable),
     )
+
+
+def _layout(variable):
+    """The variable's layout under the current `keras.distribution` (what
+    Keras' own slots take from the variable, by the public route)."""
+    distribution = keras.distribution.distribution()
+    return None if distribution is None else distribution.get_variable_layout(variable)
 
 
 class FullSlots:

@@ -117,6 +117,59 @@ def _layout(variable):
     return None if distribution is None else distribution.get_variable_layout(variable)
 
 
+class CompactStateAPI:
+    """LazyAdam's methods of the compact state: which variables get it
+    (chosen before `build`, as Keras' `exclude_from_weight_decay`), and the
+    decoded first moment. Expects `second_moment`, `first_moment_dtype`,
+    `_compact_include`, `_compact_exclude` on the host, and `_codecs` once
+    built."""
+
+    def _codec(self, variable):
+        """How `variable`'s slots are stored: a `state.Codec`, or None for
+        the full state."""
+        if not is_compact_config(self.second_moment, self.first_moment_dtype):
+            return None
+        if not wants_compact(variable, self._compact_include, self._compact_exclude):
+            return None
+        return Codec(len(variable.shape), self.second_moment, self.first_moment_dtype)
+
+    def use_compact_state(self, var_list=None, var_names=None):
+        """Gives these variables (rank >= 2) the compact state too (besides
+        the embedding tables). `var_names`: regular expressions searched in
+        each variable's path. Call before the optimizer is built."""
+        self._choose_compact("use_compact_state", var_list, var_names, self._compact_include)
+
+    def exclude_from_compact_state(self, var_list=None, var_names=None):
+        """Keeps the full state for these variables (wins over
+        `use_compact_state`). Call before the optimizer is built."""
+        self._choose_compact(
+            "exclude_from_compact_state", var_list, var_names, self._compact_exclude
+        )
+
+    def _choose_compact(self, method, var_list, var_names, into):
+        if self.built:
+            raise ValueError(
+                f"`{method}()` can only be called before the optimizer is built "
+                "(its slots are created then)."
+            )
+        if isinstance(var_names, str):
+            var_names = [var_names]
+        into.extend(patterns(var_list, var_names))
+
+    def decoded_slot(self, var, slot_name):
+        """The float value of slot `slot_name` of `var`: `m` decoded (the
+        variable's shape), `v`/`vhat` as kept (one per row with
+        `second_moment="row"`), others as `get_slot` returns them."""
+        slot = self.get_slot(var, slot_name)
+        codec = self._codecs[self._get_variable_index(var)]
+        if slot_name != "m" or codec is None:
+            return slot
+        scale = None
+        if codec.first_moment_dtype == "int8":
+            scale = ops.convert_to_tensor(self.get_slot(var, "m_scale"))
+        return decode_m(ops.convert_to_tensor(slot), scale, codec)
+
+
 class FullSlots:
     """A variable and its full slots: the rule's tensors as they are."""
 

@@ -191,7 +191,7 @@ def all_states(args):
             f"{r['keras_file_mb']:10.1f} {r['fit_peak_rss_mb']:12.0f}"
         )
     if args.out:
-        common.write_json(args.out, rows)
+        common.write_json(args.out, {"backend": args.backend, "states": rows})
     return rows
 
 

@@ -10,7 +10,8 @@ one fresh process per state ("full", "row", "row-bf16", "row-int8", "int8"):
 optimizer-state bytes per table element (of the table's slots, from their
 shapes and dtypes), the `.keras` file size, and the peak RSS (VmHWM) of
 `fit` of the benchmark recommender with a rows x 64 `LazyEmbedding` table
-(1M rows; `--quick`: 50,000), against the RSS once the model is built.
+(1M rows; `--quick`: 50,000), against the RSS once the model is built (every
+slot written once first, so that its pages are resident).
 `--state NAME` runs one state in this process. No timing.
 
 tracemalloc does not see framework allocations, so this reads VmRSS/VmHWM
@@ -123,6 +124,11 @@ def state_memory(args):
         dtype = keras.backend.standardize_dtype(slot.dtype)
         itemsize = 2 if dtype == "bfloat16" else np.dtype(dtype).itemsize
         slot_bytes += int(np.prod(slot.shape)) * itemsize
+    # Zero-filled buffers are not resident until written (a short fit would
+    # only fault in the pages of the rows it touches): write every slot, as
+    # a long run eventually does, so that RSS holds the whole state.
+    for variable in optimizer.variables:
+        variable.assign(keras.ops.zeros_like(variable))
     x, y = common.fit_data(steps, rows=rows)
     gc.collect()
     rss_built, _ = common.rss_kb()

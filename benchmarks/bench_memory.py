@@ -128,7 +128,7 @@ def state_memory(args):
     # only fault in the pages of the rows it touches): write every slot, as
     # a long run eventually does, so that RSS holds the whole state.
     for variable in optimizer.variables:
-        variable.assign(keras.ops.zeros_like(variable))
+        variable.assign(keras.ops.zeros(variable.shape, variable.dtype))
     x, y = common.fit_data(steps, rows=rows)
     gc.collect()
     rss_built, _ = common.rss_kb()

@@ -108,7 +108,8 @@ class LazyAdam(
     >= 2) and `exclude_from_compact_state(...)` removes some (as Keras'
     `exclude_from_weight_decay`; `var_names` are regular expressions searched
     in `variable.path`). `get_slot` returns slots as stored (int8 codes,
-    bfloat16, per-row `v`); `decoded_slot` returns `m` in float.
+    bfloat16 bits in int16, per-row `v`); `decoded_slot` returns `m` in
+    float.
         lr: Deprecated alias of `learning_rate` (tfa's legacy keyword).
     """
 

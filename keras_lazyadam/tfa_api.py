@@ -70,7 +70,8 @@ class TfaOptimizerAPI:
         """Returns the slot variable `slot_name` ("m", "v", "vhat",
         "row_step", "m_scale") of `var`, as stored: with compact state
         (`second_moment`, `first_moment_dtype`) `v`/`vhat` may hold one value
-        per row, `m` bfloat16 or int8 codes (`decoded_slot` gives floats)."""
+        per row, `m` int8 codes or bfloat16 bits in int16 (`decoded_slot`
+        gives floats)."""
         if slot_name not in self.get_slot_names():
             raise ValueError(
                 f"`slot_name` must be one of {self.get_slot_names()}. "

@@ -99,6 +99,7 @@ class LazyAdam(
             `"int8"` (8-bit codes per element and one float32 scale per row,
             slot `"m_scale"`): how `m` of a compact variable is stored; the
             maths runs in float32. Defaults to `None`.
+        lr: Deprecated alias of `learning_rate` (tfa's legacy keyword).
 
     Compact variables: with `second_moment="row"` or a `first_moment_dtype`,
     the embedding tables (variables named `"embeddings"` of rank 2:
@@ -110,7 +111,6 @@ class LazyAdam(
     in `variable.path`). `get_slot` returns slots as stored (int8 codes,
     bfloat16 bits in int16, per-row `v`); `decoded_slot` returns `m` in
     float.
-        lr: Deprecated alias of `learning_rate` (tfa's legacy keyword).
     """
 
     def __init__(

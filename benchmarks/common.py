@@ -65,20 +65,20 @@ def sparse_batch(n):
     return zipf_ids(n, seed=n), values
 
 
-def fit_data(steps):
+def fit_data(steps, rows=ROWS):
     """`steps` batches of the recommender: int32 ids (rows x 8) and labels."""
     n = BATCH * steps
-    x = zipf_ids(n * IDS_PER_ROW, seed=11).reshape(n, IDS_PER_ROW).astype(np.int32)
+    x = zipf_ids(n * IDS_PER_ROW, rows=rows, seed=11).reshape(n, IDS_PER_ROW).astype(np.int32)
     y = np.random.default_rng(3).integers(0, 2, size=(n, 1)).astype(np.float32)
     return x, y
 
 
-def recommender(keras, optimizer, embedding_cls, jit_compile):
+def recommender(keras, optimizer, embedding_cls, jit_compile, rows=ROWS):
     """Embedding 1M x 64 -> mean of 8 -> Dense 64 relu -> Dense 1 sigmoid.
     `keras` is Keras 3 or tf.keras 2 (the anchor): the same code builds both."""
     keras.utils.set_random_seed(0)
     inputs = keras.Input((IDS_PER_ROW,), dtype="int32")
-    h = embedding_cls(ROWS, DIM)(inputs)
+    h = embedding_cls(rows, DIM)(inputs)
     h = keras.layers.GlobalAveragePooling1D()(h)
     h = keras.layers.Dense(64, activation="relu")(h)
     model = keras.Model(inputs, keras.layers.Dense(1, activation="sigmoid")(h))

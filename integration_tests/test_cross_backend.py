@@ -94,11 +94,20 @@ def loaded(folder):
 
 PAIRS = [p for p in itertools.permutations(BACKENDS, 2)]
 # file suffix -> LazyAdam kwargs; "_catch_up" carries the row_step slot (issue 10)
-VARIANTS = {"": {"amsgrad": True}, "_catch_up": {"step_mode": "catch_up"}}
-SLOTS = {"": ["m", "v", "vhat"], "_catch_up": ["m", "v", "row_step"]}
+# "_compact": issue 16's per-row v and int8 m (codes, scales)
+VARIANTS = {
+    "": {"amsgrad": True},
+    "_catch_up": {"step_mode": "catch_up"},
+    "_compact": {"second_moment": "row", "first_moment_dtype": "int8"},
+}
+SLOTS = {
+    "": ["m", "v", "vhat"],
+    "_catch_up": ["m", "v", "row_step"],
+    "_compact": ["m", "v", "m_scale"],
+}
 
 
-@pytest.mark.parametrize("suffix", sorted(VARIANTS), ids=["amsgrad", "catch_up"])
+@pytest.mark.parametrize("suffix", sorted(VARIANTS), ids=["amsgrad", "catch_up", "compact"])
 @pytest.mark.parametrize("saver,loader", PAIRS, ids=[f"{a}-to-{b}" for a, b in PAIRS])
 def test_load_under_another_backend_and_continue(saver, loader, suffix, folder, loaded):
     result = loaded[loader][saver + suffix]

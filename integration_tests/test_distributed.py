@@ -115,6 +115,30 @@ def test_jax_model_parallel_table_sharded_by_rows(step_mode):
         assert not counts[UNUSED].any() and counts[:USED].min() >= 1
 
 
+@jax_only
+@four_devices
+@pytest.mark.parametrize("first_moment_dtype", ["bfloat16", "int8"])
+def test_jax_model_parallel_compact_state_sharded_by_rows(first_moment_dtype):
+    """Issue 16: the per-row v and m_scale are sharded with the table's
+    rows (as row_step is), m's codes as the table; same result as one
+    device."""
+    mesh = keras.distribution.DeviceMesh((2, 2), ["batch", "model"], _devices()[:4])
+    layout_map = keras.distribution.LayoutMap(mesh)
+    layout_map["table/embeddings"] = ("model", None)
+    model = _jax_distributed(
+        keras.distribution.ModelParallel(layout_map=layout_map, batch_dim_name="batch"),
+        second_moment="row",
+        first_moment_dtype=first_moment_dtype,
+    )
+    table = table_of(model)
+    slots = model.optimizer.get_slot_names()
+    assert slots == ["m", "v"] + (["m_scale"] if first_moment_dtype == "int8" else [])
+    for name in slots:
+        value = model.optimizer.get_slot(table, name).value
+        shapes = {shard.data.shape for shard in value.addressable_shards}
+        assert shapes == {(ROWS // 2,) + tuple(value.shape[1:])}, name
+
+
 SCRIPT = """
 import json, sys
 sys.path.insert(0, {here!r})
@@ -129,7 +153,7 @@ from keras_lazyadam import LazyAdam
 x, y = make_data(6 * BATCH)
 def fit():
     model = embedding_model()
-    model.compile(optimizer=LazyAdam(0.02, step_mode={step_mode!r}), loss="mse")
+    model.compile(optimizer=LazyAdam(0.02, **{kwargs!r}), loss="mse")
     data = tf.data.Dataset.from_tensor_slices((x, y)).batch(BATCH)
     model.fit(data, epochs=2, verbose=0)
     return model
@@ -140,8 +164,10 @@ with strategy.scope():
     mirrored = fit()
 out = {{"replicas": strategy.num_replicas_in_sync}}
 for name, model in (("single", single), ("mirrored", mirrored)):
-    np.savez(f"{{name}}.npz", *model.get_weights(), *table_state(model)[1:])
-    if {step_mode!r} != "global":
+    # (float32: npz has no bfloat16)
+    slots = [a.astype("float32") for a in table_state(model)[1:]]
+    np.savez(f"{{name}}.npz", *model.get_weights(), *slots)
+    if "step_mode" in {kwargs!r}:
         np.save(f"{{name}}_row_step.npy", table_state(model, ["row_step"])[1])
 print(json.dumps(out))
 """
@@ -151,9 +177,12 @@ print(json.dumps(out))
     BACKEND != "tensorflow",
     reason="tf.distribute.MirroredStrategy is TensorFlow's engine (run in the TF env)",
 )
-@pytest.mark.parametrize("step_mode", ["global", "catch_up"])
+@pytest.mark.parametrize("step_mode", ["global", "catch_up", "compact"])
 def test_tf_mirrored_strategy_matches_one_device(step_mode, tmp_path):
-    out = run_python(SCRIPT.format(here=HERE, step_mode=step_mode), "tensorflow", cwd=tmp_path)
+    kwargs = {"global": {}, "catch_up": {"step_mode": "catch_up"}}.get(step_mode)
+    if step_mode == "compact":  # issue 16: row-wise v, bfloat16 m
+        kwargs = {"second_moment": "row", "first_moment_dtype": "bfloat16"}
+    out = run_python(SCRIPT.format(here=HERE, kwargs=kwargs), "tensorflow", cwd=tmp_path)
     assert out["replicas"] == 2
     single, mirrored = np.load(tmp_path / "single.npz"), np.load(tmp_path / "mirrored.npz")
     for key in single.files:
@@ -161,10 +190,11 @@ def test_tf_mirrored_strategy_matches_one_device(step_mode, tmp_path):
     init = to_numpy(table_of(embedding_model()))
     table, m, v = mirrored["arr_0"], mirrored["arr_5"], mirrored["arr_6"]
     assert table.shape == (ROWS, init.shape[1]) and m.shape == table.shape
+    assert v.shape == ((ROWS,) if step_mode == "compact" else table.shape)
     np.testing.assert_array_equal(table[UNUSED], init[UNUSED])
     assert not m[UNUSED].any() and not v[UNUSED].any()
     assert (table[:USED] != init[:USED]).any(axis=1).all()
-    if step_mode != "global":
+    if step_mode == "catch_up":
         counts = np.load(tmp_path / "mirrored_row_step.npy")
         np.testing.assert_array_equal(counts, np.load(tmp_path / "single_row_step.npy"))
         assert not counts[UNUSED].any() and counts[:USED].min() >= 1

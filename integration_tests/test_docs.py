@@ -98,6 +98,18 @@ def test_step_modes_snippet():
     assert scope["LazyAdam"].__module__ == "keras_lazyadam.lazy_adam"
 
 
+def test_compact_state_snippets():
+    scope = {}
+    exec(doc_snippets.snippet("compact-states"), scope)
+    exec(doc_snippets.snippet("compact-choice"), scope)
+    optimizer = scope["optimizer"]
+    # The kernel was chosen in, the table left out: row-wise v and int8 m for
+    # the kernel only.
+    assert tuple(optimizer.get_slot(scope["item_kernel"], "v").shape) == (32,)
+    assert keras.backend.standardize_dtype(optimizer.get_slot(scope["item_kernel"], "m").dtype) == "int8"
+    assert tuple(optimizer.get_slot(scope["small_table"], "v").shape) == (7, 32)
+
+
 def test_quickstart_runs_and_its_file_is_the_size_it_says(tmp_path, monkeypatch):
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # mkdtemp() in tmp_path
     scope = {}

@@ -10,16 +10,18 @@ from keras_lazyadam import backend
 from keras_lazyadam import dense_tables
 from keras_lazyadam import marks
 from keras_lazyadam import sparse
+from keras_lazyadam import state as compact
 from keras_lazyadam import upstream
 from keras_lazyadam import validation
 from keras_lazyadam.rule import Hyperparameters
-from keras_lazyadam.rule import State
 from keras_lazyadam.rule import adam_update
 from keras_lazyadam.tfa_api import TfaOptimizerAPI
 
 
 @keras.saving.register_keras_serializable(package="keras_lazyadam")
-class LazyAdam(TfaOptimizerAPI, backend.OptimizerMixin, keras.optimizers.Optimizer):
+class LazyAdam(
+    TfaOptimizerAPI, compact.CompactStateAPI, backend.OptimizerMixin, keras.optimizers.Optimizer
+):
     """Adam that updates only the rows a gradient touches.
 
     The successor of `tfa.optimizers.LazyAdam` for Keras 3, on the TensorFlow,
@@ -99,12 +101,31 @@ class LazyAdam(TfaOptimizerAPI, backend.OptimizerMixin, keras.optimizers.Optimiz
             updates, so its first update is Adam's first update. Both keep
             an int32 counter per row, slot `"row_step"`; the maths is in
             `keras_lazyadam/rule.py`. Defaults to `"global"`.
+        second_moment: `"element"` (Adam's `v`, one per element) or `"row"`:
+            one `v` per row of a compact variable (see below), the row's
+            mean of `g^2`, as FBGEMM's row-wise Adam (`vhat` too with
+            amsgrad). Defaults to `"element"`.
+        first_moment_dtype: `None` (the variable's dtype), `"bfloat16"`, or
+            `"int8"` (8-bit codes per element and one float32 scale per row,
+            slot `"m_scale"`): how `m` of a compact variable is stored; the
+            maths runs in float32. Defaults to `None`.
         **kwargs: `lr`, the deprecated alias of `learning_rate` (tfa's
             legacy keyword; refused together with `learning_rate`), and the
             keywords of `keras.optimizers.Optimizer`.
 
     A variable given for any hyperparameter is refused: it is read once,
     when the optimizer is made, and later assignments would be ignored.
+
+    Compact variables: with `second_moment="row"` or a `first_moment_dtype`,
+    the embedding tables (variables named `"embeddings"` of rank 2:
+    `keras.layers.Embedding`, `LazyEmbedding`) get the compact state; every
+    other variable keeps the full rule. Before the optimizer is built,
+    `use_compact_state(var_list=None, var_names=None)` adds variables (rank
+    >= 2) and `exclude_from_compact_state(...)` removes some (as Keras'
+    `exclude_from_weight_decay`; `var_names` are regular expressions searched
+    in `variable.path`). `get_slot` returns slots as stored (int8 codes,
+    bfloat16 bits in int16, per-row `v`); `decoded_slot` returns `m` in
+    float.
     """
 
     def __init__(
@@ -127,6 +148,8 @@ class LazyAdam(TfaOptimizerAPI, backend.OptimizerMixin, keras.optimizers.Optimiz
         gradient_accumulation_steps=None,
         name=None,
         step_mode="global",
+        second_moment="element",
+        first_moment_dtype=None,
         **kwargs,
     ):
         if "lr" in kwargs:
@@ -168,6 +191,9 @@ class LazyAdam(TfaOptimizerAPI, backend.OptimizerMixin, keras.optimizers.Optimiz
         # Variables whose gradients are accumulated from sparse ones: their
         # accumulated (dense) gradient updates only its non-zero rows.
         self._accumulates_sparse = set()
+        self.second_moment = validation.second_moment(second_moment)
+        self.first_moment_dtype = validation.first_moment_dtype(first_moment_dtype)
+        self._compact_include, self._compact_exclude = [], []
 
     def build(self, var_list):
         """Creates the slots `m`, `v` (and `vhat` with `amsgrad`) per variable,
@@ -180,7 +206,11 @@ class LazyAdam(TfaOptimizerAPI, backend.OptimizerMixin, keras.optimizers.Optimiz
             for variable in var_list:
                 marks.mark_takes_sparse(variable, self)
         names = ["m", "v", "vhat"] if self.amsgrad else ["m", "v"]
-        self._slots = dict(zip(names, self.add_optimizer_variables(var_list, names)))
+        self._codecs = [self._codec(v) for v in var_list]
+        if any(self._codecs):
+            self._slots = compact.add_slots(self, var_list, names, self._codecs)
+        else:
+            self._slots = dict(zip(names, self.add_optimizer_variables(var_list, names)))
         if self.step_mode != "global":
             self._slots["row_step"] = [self._add_row_step(v) for v in var_list]
 
@@ -277,8 +307,12 @@ class LazyAdam(TfaOptimizerAPI, backend.OptimizerMixin, keras.optimizers.Optimiz
             return  # a zero-size variable: nothing to update (as in Adam)
         hyper = self._hyperparameters(variable, learning_rate)
         index = self._get_variable_index(variable)
-        slots = {name: slots[index] for name, slots in self._slots.items()}
-        state = State(variable, **slots)
+        # The slots as the rule sees them: `state.py` decodes and encodes
+        # compact ones; full ones are read and written as they are.
+        stored = {name: slots[index] for name, slots in self._slots.items()}
+        slots = compact.slots_for(variable, stored, self._codecs[index])
+        if slots.second_moment != "element":
+            hyper = hyper._replace(second_moment=slots.second_moment)
         # Accumulated sparse gradients stay lazy whatever `skip_zero_rows`.
         lazy = upstream.var_key(self, variable) in self._accumulates_sparse
         skip_zero_rows = self.skip_zero_rows or lazy
@@ -289,22 +323,21 @@ class LazyAdam(TfaOptimizerAPI, backend.OptimizerMixin, keras.optimizers.Optimiz
                 and self.step_mode == "global"
                 and _prefers_whole(variable, rows)
             ):
-                self._update_whole(state, rows, hyper)
+                self._update_whole(slots, rows, hyper)
             else:
-                self._update_rows(state, rows, hyper)
+                self._update_rows(slots, rows, hyper)
             return
         touched = True
         if skip_zero_rows and len(variable.shape) >= 2:
             touched = backend.touched_rows(gradient)
         elif lazy:
             touched = ops.not_equal(gradient, 0)  # rank 1: a row is an element (NaN too)
-        if touched is True and backend.fused_dense_update(state, gradient, hyper):
-            return
+        if touched is True and slots.fused:
+            if backend.fused_dense_update(slots.state, gradient, hyper):
+                return
         dtype = _compute_dtype(variable)
-        new = adam_update(state.cast(dtype), ops.cast(gradient, dtype), hyper, touched)
-        for target, value in zip(state, new):
-            if target is not None:
-                self.assign(target, value)
+        new = adam_update(slots.read().cast(dtype), ops.cast(gradient, dtype), hyper, touched)
+        slots.write(self, new, touched)
 
     def _hyperparameters(self, variable, learning_rate):
         """This step's `Hyperparameters` for `variable`: made once per step
@@ -351,29 +384,24 @@ class LazyAdam(TfaOptimizerAPI, backend.OptimizerMixin, keras.optimizers.Optimiz
                 return sparse.unique_rows(*found, variable.shape[0])
         return None
 
-    def _update_rows(self, state, rows, hyper):
+    def _update_rows(self, slots, rows, hyper):
         """The rule on the gathered rows, written back with row scatters."""
-        dtype = _compute_dtype(state.var)
+        dtype = _compute_dtype(slots.state.var)
         index, gradient = rows.rows, rows.sums
-        old = State(*(x if x is None else backend.gather_rows(x, index) for x in state))
-        new = adam_update(old.cast(dtype), ops.cast(gradient, dtype), hyper)
-        for target, value in zip(state, new):
-            if target is not None:
-                backend.scatter_rows(self, target, index, value)
+        new = adam_update(slots.gather(index).cast(dtype), ops.cast(gradient, dtype), hyper)
+        slots.scatter(self, index, new)
 
-    def _update_whole(self, state, rows, hyper):
+    def _update_whole(self, slots, rows, hyper):
         """A sparse gradient of a small variable applied to the whole of it,
         masked by its rows: the same values as `_update_rows` (the sparse
         form of the rule; a listed row with a zero sum is updated), without
         the cost of gathers and scatters."""
-        dtype = _compute_dtype(state.var)
-        gradient, touched = rows.densify_with_mask(state.var.shape)
+        dtype = _compute_dtype(slots.state.var)
+        gradient, touched = rows.densify_with_mask(slots.state.var.shape)
         new = adam_update(
-            state.cast(dtype), ops.cast(gradient, dtype), hyper, touched, sparse_form=True
+            slots.read().cast(dtype), ops.cast(gradient, dtype), hyper, touched, sparse_form=True
         )
-        for target, value in zip(state, new):
-            if target is not None:
-                self.assign(target, value)
+        slots.write(self, new, touched)
 
     def _apply_weight_decay(self, variables):
         return  # Keras' hook; LazyAdam decays the touched rows in `update_step`
@@ -418,6 +446,14 @@ class LazyAdam(TfaOptimizerAPI, backend.OptimizerMixin, keras.optimizers.Optimiz
                 "step_mode": self.step_mode,
             }
         )
+        config.update(
+            {
+                "second_moment": self.second_moment,
+                "first_moment_dtype": self.first_moment_dtype,
+                "compact_state_include": list(self._compact_include),
+                "compact_state_exclude": list(self._compact_exclude),
+            }
+        )
         return config
 
     @classmethod
@@ -433,7 +469,12 @@ class LazyAdam(TfaOptimizerAPI, backend.OptimizerMixin, keras.optimizers.Optimiz
                     f"{config['learning_rate']}, lr={config['lr']}"
                 )
             config["learning_rate"] = config.pop("lr")
-        return super().from_config(config, custom_objects=custom_objects)
+        include = config.pop("compact_state_include", None)
+        exclude = config.pop("compact_state_exclude", None)
+        optimizer = super().from_config(config, custom_objects=custom_objects)
+        optimizer.use_compact_state(var_names=include)
+        optimizer.exclude_from_compact_state(var_names=exclude)
+        return optimizer
 
 
 def _prefers_whole(variable, rows):

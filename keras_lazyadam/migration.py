@@ -19,6 +19,7 @@ import warnings
 import keras
 import numpy as np
 
+from keras_lazyadam import state as compact
 from keras_lazyadam import upstream
 from keras_lazyadam import validation
 from keras_lazyadam.embedding import LazyEmbedding
@@ -46,7 +47,9 @@ def load_tfa_weights(optimizer, weights, var_list):
         optimizer: The `LazyAdam` to load into. Built for `var_list` here if it
             is not built yet. Its `amsgrad` must match tfa's. With a
             `step_mode` other than "global", the rows tfa updated (non-zero
-            `v`) get `row_step = iterations`, the others 0.
+            `v`) get `row_step = iterations`, the others 0. Variables with
+            compact state (`second_moment`, `first_moment_dtype`) get tfa's
+            `m` encoded and its `v` and `vhat` averaged over each row.
         weights: The list from tfa's `optimizer.get_weights()` (numpy arrays
             or anything `np.asarray` takes).
         var_list: The variables, in the order tfa's optimizer saw them (the
@@ -80,7 +83,7 @@ def load_tfa_weights(optimizer, weights, var_list):
         )
     var_list = list(var_list)
     weights = [_numeric_array(i, w) for i, w in enumerate(weights)]
-    slots = optimizer.get_slot_names()[: 3 if optimizer.amsgrad else 2]
+    slots = ["m", "v", "vhat"][: 3 if optimizer.amsgrad else 2]
     expected = 1 + len(slots) * len(var_list)
     if len(weights) != expected:
         hint = ""
@@ -112,14 +115,16 @@ def load_tfa_weights(optimizer, weights, var_list):
     for s, slot in enumerate(slots):
         for i, variable in enumerate(var_list):
             value = weights[1 + s * len(var_list) + i]
-            target = optimizer.get_slot(variable, slot)
-            if tuple(value.shape) != tuple(target.shape):
+            if tuple(value.shape) != tuple(variable.shape):
                 raise ValueError(
                     f"tfa's {slot} of variable {i} ({validation.name_of(variable)!r}) has shape "
-                    f"{value.shape}, the variable has shape {tuple(target.shape)}. "
+                    f"{value.shape}, the variable has shape {tuple(variable.shape)}. "
                     "Is var_list in the order tfa's optimizer saw it?"
                 )
-            targets.append((target, value.astype(keras.backend.standardize_dtype(target.dtype))))
+            codec = optimizer._codecs[optimizer._get_variable_index(variable)]
+            converted = {slot: value} if codec is None else compact.from_full(codec, slot, value)
+            for name, array in converted.items():
+                targets.append((optimizer.get_slot(variable, name), array))
     if optimizer.step_mode != "global":
         # tfa kept no row counter: a row it has updated (non-zero v) counts
         # as updated at the last step ("catch_up": nothing to catch up) and
@@ -134,7 +139,10 @@ def load_tfa_weights(optimizer, weights, var_list):
     steps = optimizer.gradient_accumulation_steps or 1
     upstream.iteration_counter(optimizer).assign(iterations * steps)
     for target, value in targets:
-        target.assign(value)
+        dtype = keras.backend.standardize_dtype(target.dtype)
+        if isinstance(value, np.ndarray):
+            value = value.astype(dtype if dtype != "bfloat16" else "float32")
+        target.assign(keras.ops.cast(value, dtype))
     return optimizer
 
 

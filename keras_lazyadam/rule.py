@@ -25,6 +25,9 @@ class Hyperparameters(NamedTuple):
     amsgrad: bool
     step_mode: str = "global"  # "global", "catch_up" or "per_row"
     global_step: Any | None = None  # t as int32, the row clock of "catch_up"
+    # "row": v (and vhat) hold one value per row, shaped (n, 1, ...), and
+    # average g^2 over the row (`state.py` keeps them so).
+    second_moment: str = "element"
 
     @property
     def step_size(self):
@@ -61,7 +64,7 @@ def adam_update(state, gradient, hyper, touched=None, sparse_form=None):
 
     ```
     m    = beta_1 * m + (1 - beta_1) * g
-    v    = beta_2 * v + (1 - beta_2) * g^2
+    v    = beta_2 * v + (1 - beta_2) * g^2  ("row": mean of g^2 over the row)
     vhat = max(vhat, v)                  (amsgrad; then used in place of v)
     var  = var - var * weight_decay_rate (decoupled weight decay)
     var  = var - alpha * m / (sqrt(v) + epsilon)
@@ -110,12 +113,16 @@ def adam_update(state, gradient, hyper, touched=None, sparse_form=None):
             beta_1, beta_2 = beta_1 * decay_1, beta_2 * decay_2
         elif decay_1 is not None:
             old_m, old_v = old_m * decay_1, old_v * decay_2
+    squared = gradient * gradient
+    if hyper.second_moment == "row":
+        # mean_j g[r, j]^2: one value per row (the element itself at width 1)
+        squared = ops.mean(squared, axis=tuple(range(1, len(squared.shape))), keepdims=True)
     if sparse_form:
         m = beta_1 * old_m + rate_1 * gradient
-        v = beta_2 * old_v + rate_2 * (gradient * gradient)
+        v = beta_2 * old_v + rate_2 * squared
     else:
         m = old_m + (gradient - old_m) * rate_1
-        v = old_v + (gradient * gradient - old_v) * rate_2
+        v = old_v + (squared - old_v) * rate_2
     if touched is not None and touched is not True:
         # A select, not zero rates: m + (0 - m) * 0 is NaN where m is Inf.
         m = ops.where(touched, m, state.m)

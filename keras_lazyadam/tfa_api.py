@@ -55,18 +55,24 @@ class TfaOptimizerAPI:
         )
 
     def get_slot_names(self):
-        """The slot names: `["m", "v"]`, `"vhat"` with `amsgrad`, and
-        `"row_step"` with a `step_mode` other than "global"."""
+        """The slot names: `["m", "v"]`, `"vhat"` with `amsgrad`,
+        `"row_step"` with a `step_mode` other than "global", and `"m_scale"`
+        with `first_moment_dtype="int8"` (once built: if a variable has it)."""
         if self.built:
             return list(self._slots)
         names = ["m", "v", "vhat"][: 2 + self.amsgrad]
+        if getattr(self, "first_moment_dtype", None) == "int8":
+            names.append("m_scale")
         if getattr(self, "step_mode", "global") != "global":
             names.append("row_step")
         return names
 
     def get_slot(self, var, slot_name):
         """Returns the slot variable `slot_name` ("m", "v", "vhat",
-        "row_step") of `var`: a variable the optimizer was built for (on
+        "row_step", "m_scale") of `var`, as stored: with compact state
+        (`second_moment`, `first_moment_dtype`) `v`/`vhat` may hold one value
+        per row, `m` int8 codes or bfloat16 bits in int16 (`decoded_slot`
+        gives floats). `var` is a variable the optimizer was built for (on
         TensorFlow also a plain `tf.Variable` it was built for, or the
         `tf.Variable` inside such a Keras variable).
 
@@ -92,7 +98,13 @@ class TfaOptimizerAPI:
                 f"Unknown variable: {var}. This optimizer was built for "
                 f"{[validation.name_of(v) for v in upstream.trainable_variables(self)]}."
             )
-        return self._slots[slot_name][self._get_variable_index(var)]
+        slot = self._slots[slot_name][self._get_variable_index(var)]
+        if slot is None and slot_name == "m_scale":
+            raise ValueError(
+                f"Variable {validation.name_of(var)!r} keeps the full state: it has no "
+                "`m_scale` slot (only variables with int8 first moments do)."
+            )
+        return slot
 
     def add_slot(self, var, slot_name, initializer="zeros"):
         """Returns slot `slot_name` of `var` ("m", "v", "vhat"), as tfa did.

@@ -195,3 +195,26 @@ def check_saveable(optimizer, names):
                 "(loading it would fail). Pass a float to save this "
                 f"optimizer. Received: {name}={value!r}"
             )
+
+
+def second_moment(value):
+    from keras_lazyadam.state import SECOND_MOMENTS
+
+    if not isinstance(value, str) or value not in SECOND_MOMENTS:
+        raise ValueError(
+            f"`second_moment` must be one of {', '.join(repr(m) for m in SECOND_MOMENTS)}. "
+            f"Received: second_moment={value!r}"
+        )
+    return value
+
+
+def first_moment_dtype(value):
+    from keras_lazyadam.state import FIRST_MOMENT_DTYPES
+
+    if value is not None and not isinstance(value, str) or value not in FIRST_MOMENT_DTYPES:
+        raise ValueError(
+            "`first_moment_dtype` must be one of "
+            f"{', '.join(repr(m) for m in FIRST_MOMENT_DTYPES)}. "
+            f"Received: first_moment_dtype={value!r}"
+        )
+    return value

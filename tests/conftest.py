@@ -54,17 +54,21 @@ def hyperparameters(lr=0.1, weight_decay=None, amsgrad=False, step=3, step_mode=
     )
 
 
-def assert_matches_oracle(kwargs, steps, shape, dtype, compiled):
+def assert_matches_oracle(kwargs, steps, shape, dtype, compiled, compact_state=False):
     """Runs `steps` (("sparse", ids, values) or ("dense", values) each) on a
-    LazyAdam(**kwargs) variable and on the numpy oracle from the same
-    random start; the variables must agree after every step."""
+    LazyAdam(**kwargs) variable (given the compact state with
+    `compact_state`) and on the numpy oracle from the same random start; the variables
+    must agree after every step. Returns the `Stepper` and the oracle."""
     from numpy_reference import NumpyLazyAdam
 
     from keras_lazyadam import LazyAdam
 
     init = np.random.default_rng(0).normal(size=shape).astype(dtype)
     variable = keras.Variable(init, dtype=dtype)
-    step = Stepper(LazyAdam(**kwargs), variable, compiled)
+    optimizer = LazyAdam(**kwargs)
+    if compact_state:
+        optimizer.use_compact_state([variable])
+    step = Stepper(optimizer, variable, compiled)
     oracle_kwargs = {("lr" if k == "learning_rate" else k): v for k, v in kwargs.items()}
     oracle = NumpyLazyAdam(shape, dtype, **oracle_kwargs)
     expected = init.copy()
@@ -77,6 +81,7 @@ def assert_matches_oracle(kwargs, steps, shape, dtype, compiled):
             step(dense_gradient(data[0].astype(dtype)))
             oracle.dense(expected, data[0].astype(dtype))
         np.testing.assert_allclose(numpy(variable), expected, **tol)
+    return step, oracle
 
 
 class Stepper:

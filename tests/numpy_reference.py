@@ -3,6 +3,11 @@
 With `step_mode` (issue 10): "catch_up" decays a row's m and v by
 beta^(steps skipped) before its update; "per_row" bias-corrects with the
 row's own update count. `row_step` holds the row's clock as LazyAdam does.
+
+With compact state (issue 16): `second_moment="row"` keeps v (and vhat) per
+row, shape (rows, 1, ...), from the row's mean of g^2; `first_moment_dtype`
+rounds m after each update as LazyAdam stores it (bfloat16: nearest even;
+int8: per-row scale max|m|, codes round(127 sqrt(|m| / scale)) sign(m)).
 """
 
 import numpy as np
@@ -21,10 +26,15 @@ class NumpyLazyAdam:
         skip_zero_rows=True,
         weight_decay=None,
         step_mode="global",
+        second_moment="element",
+        first_moment_dtype=None,
     ):
+        v_shape = shape if second_moment == "element" else shape[:1] + (1,) * (len(shape) - 1)
         self.m = np.zeros(shape, dtype)
-        self.v = np.zeros(shape, dtype)
-        self.vhat = np.zeros(shape, dtype)
+        self.v = np.zeros(v_shape, dtype)
+        self.vhat = np.zeros(v_shape, dtype)
+        self.row_v = second_moment == "row"
+        self.first_moment_dtype = first_moment_dtype
         self.t = 0
         self.dtype = dtype
         self.lr, self.b1, self.b2, self.eps = lr, beta_1, beta_2, epsilon
@@ -54,7 +64,10 @@ class NumpyLazyAdam:
             lr32 = float(np.float32(lr))
             a = lr32 * np.sqrt(1 - self.b2**n) / (1 - self.b1**n)
         self.m[rows] = self.b1 * self.m[rows] + (1 - self.b1) * g
-        self.v[rows] = self.b2 * self.v[rows] + (1 - self.b2) * g * g
+        g2 = g * g
+        if self.row_v:
+            g2 = g2.mean(axis=tuple(range(1, var.ndim)), keepdims=True)
+        self.v[rows] = self.b2 * self.v[rows] + (1 - self.b2) * g2
         denom = self.v[rows]
         if self.amsgrad:
             self.vhat[rows] = np.maximum(self.vhat[rows], self.v[rows])
@@ -62,6 +75,7 @@ class NumpyLazyAdam:
         if self.wd:
             var[rows] -= var[rows] * self.wd * float(np.float32(lr))
         var[rows] -= a * self.m[rows] / (np.sqrt(denom) + self.eps)
+        self.m[rows] = stored_m(self.m[rows], self.first_moment_dtype)
 
     def sparse(self, var, indices, values, lr=None):
         lr = self.lr if lr is None else lr
@@ -80,3 +94,36 @@ class NumpyLazyAdam:
             rows = np.arange(var.shape[0])
         self._rows(var, rows, grad[rows], lr)
         self.t += 1
+
+
+def round_bfloat16(x):
+    """float32 -> bfloat16 (round to nearest even), back in float32."""
+    bits = np.asarray(x, np.float32).view(np.uint32)
+    bits = (bits + np.uint32(0x7FFF) + ((bits >> 16) & 1)) & np.uint32(0xFFFF0000)
+    return bits.view(np.float32)
+
+
+def encode_int8(m):
+    """`(codes, scale)` of LazyAdam's int8 first moment: per row of m."""
+    m = np.asarray(m, np.float32)
+    axes = tuple(range(1, m.ndim))
+    scale = np.max(np.abs(m), axis=axes)
+    s = scale.reshape((-1,) + (1,) * (m.ndim - 1))
+    safe = np.where(s > 0, s, np.float32(1))
+    codes = np.round(np.float32(127) * np.sqrt(np.minimum(np.abs(m) / safe, 1))) * np.sign(m)
+    return codes.astype(np.int8), scale
+
+
+def decode_int8(codes, scale):
+    c = codes.astype(np.float32)
+    s = scale.reshape((-1,) + (1,) * (c.ndim - 1))
+    return s * (c * np.abs(c)) * np.float32(1 / 127**2)
+
+
+def stored_m(m, first_moment_dtype):
+    """m as LazyAdam stores it, decoded (the row's rounding)."""
+    if first_moment_dtype is None:
+        return m
+    if first_moment_dtype == "bfloat16":
+        return round_bfloat16(m).astype(m.dtype)
+    return decode_int8(*encode_int8(m)).astype(m.dtype)

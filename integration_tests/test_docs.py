@@ -106,7 +106,8 @@ def test_compact_state_snippets():
     # The kernel was chosen in, the table left out: row-wise v and int8 m for
     # the kernel only.
     assert tuple(optimizer.get_slot(scope["item_kernel"], "v").shape) == (32,)
-    assert keras.backend.standardize_dtype(optimizer.get_slot(scope["item_kernel"], "m").dtype) == "int8"
+    m = optimizer.get_slot(scope["item_kernel"], "m")
+    assert keras.backend.standardize_dtype(m.dtype) == "int8"
     assert tuple(optimizer.get_slot(scope["small_table"], "v").shape) == (7, 32)
 
 

@@ -147,3 +147,13 @@ if BACKEND == "jax":
     import jax
 
     jax.config.update("jax_enable_x64", True)
+
+
+@pytest.fixture
+def row_path(monkeypatch):
+    """LazyAdam applies a sparse gradient of a small variable to the whole
+    of it, masked (dense writes, as Adam's). Tests about the row path of the
+    tables it is for, on small test variables, force it with this."""
+    from keras_lazyadam import lazy_adam
+
+    monkeypatch.setattr(lazy_adam, "_prefers_whole", lambda variable, rows: False)

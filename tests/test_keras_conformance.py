@@ -125,16 +125,6 @@ def test_sparse_correctness(case):
     )
 
 
-@pytest.fixture
-def row_path(monkeypatch):
-    """Keras' test variable is small, and LazyAdam applies a sparse gradient
-    of a small variable to the whole of it (dense writes, as Adam's). These
-    tests are about the row path of the tables it is for: forced here."""
-    from keras_lazyadam import lazy_adam
-
-    monkeypatch.setattr(lazy_adam, "_prefers_whole", lambda variable, rows: False)
-
-
 @requires_sparse
 @pytest.mark.parametrize("case", ADAM_CASES, ids=_ids(ADAM_CASES))
 def test_sparse_gradients_of_a_small_variable_keras_expectations(case):

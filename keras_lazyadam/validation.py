@@ -175,13 +175,18 @@ def boolean(name, value):
 STEP_MODES = ("global", "catch_up", "per_row")
 
 
-def step_mode(value):
-    if not isinstance(value, str) or value not in STEP_MODES:
+def one_of(name, value, choices):
+    """`value`, if it is one of `choices` (strings, or None where listed)."""
+    if not (value is None or isinstance(value, str)) or value not in choices:
         raise ValueError(
-            f"`step_mode` must be one of {', '.join(repr(m) for m in STEP_MODES)}. "
-            f"Received: step_mode={value!r}"
+            f"`{name}` must be one of {', '.join(repr(c) for c in choices)}. "
+            f"Received: {name}={value!r}"
         )
     return value
+
+
+def step_mode(value):
+    return one_of("step_mode", value, STEP_MODES)
 
 
 def check_saveable(optimizer, names):
@@ -200,21 +205,10 @@ def check_saveable(optimizer, names):
 def second_moment(value):
     from keras_lazyadam.state import SECOND_MOMENTS
 
-    if not isinstance(value, str) or value not in SECOND_MOMENTS:
-        raise ValueError(
-            f"`second_moment` must be one of {', '.join(repr(m) for m in SECOND_MOMENTS)}. "
-            f"Received: second_moment={value!r}"
-        )
-    return value
+    return one_of("second_moment", value, SECOND_MOMENTS)
 
 
 def first_moment_dtype(value):
     from keras_lazyadam.state import FIRST_MOMENT_DTYPES
 
-    if value is not None and not isinstance(value, str) or value not in FIRST_MOMENT_DTYPES:
-        raise ValueError(
-            "`first_moment_dtype` must be one of "
-            f"{', '.join(repr(m) for m in FIRST_MOMENT_DTYPES)}. "
-            f"Received: first_moment_dtype={value!r}"
-        )
-    return value
+    return one_of("first_moment_dtype", value, FIRST_MOMENT_DTYPES)

@@ -125,11 +125,8 @@ def test_sparse_correctness(case):
     )
 
 
-@requires_sparse
-@pytest.mark.parametrize("case", ADAM_CASES, ids=_ids(ADAM_CASES))
-def test_sparse_gradients_of_a_small_variable_keras_expectations(case):
-    """Keras' test as written for Adam holds for its small variable: LazyAdam
-    writes it whole, through `Optimizer.assign`, as Keras' Adam does."""
+def _keras_sparse_test(case):
+    """Keras' sparse-gradient test with the expectations it sets for Adam."""
     _run_keras_test(
         _sparse_gradients,
         optimizer_class=LAZY_ADAM,
@@ -141,6 +138,14 @@ def test_sparse_gradients_of_a_small_variable_keras_expectations(case):
             "expect_optimizer_sparse_variable_updates", False
         ),
     )
+
+
+@requires_sparse
+@pytest.mark.parametrize("case", ADAM_CASES, ids=_ids(ADAM_CASES))
+def test_sparse_gradients_of_a_small_variable_keras_expectations(case):
+    """Keras' test as written for Adam holds for its small variable: LazyAdam
+    writes it whole, through `Optimizer.assign`, as Keras' Adam does."""
+    _keras_sparse_test(case)
 
 
 @requires_sparse
@@ -153,17 +158,7 @@ def test_sparse_gradients_keras_expectations(case, row_path):
     On TensorFlow the case fails by design (TF_LAZY_WRITES) on the row path,
     and the lazy expectations below hold instead.
     """
-    _run_keras_test(
-        _sparse_gradients,
-        optimizer_class=LAZY_ADAM,
-        init_kwargs=case.get("init_kwargs", {}),
-        expect_model_sparse_variable_updates=case.get(
-            "expect_model_sparse_variable_updates", False
-        ),
-        expect_optimizer_sparse_variable_updates=case.get(
-            "expect_optimizer_sparse_variable_updates", False
-        ),
-    )
+    _keras_sparse_test(case)
 
 
 @requires_sparse

@@ -272,7 +272,7 @@ def decode_m(stored, scale, codec):
     if codec.first_moment_dtype is None:
         return stored
     if codec.first_moment_dtype == "bfloat16":
-        return ops.cast(ops.view(stored, "bfloat16"), "float32")
+        return ops.cast(backend.bitcast(stored, "bfloat16"), "float32")
     codes = ops.cast(stored, "float32")
     row_scale = scale[(slice(None),) + (None,) * (codec.rank - 1)]
     return row_scale * (codes * ops.abs(codes)) * (1.0 / (LEVELS * LEVELS))
@@ -288,7 +288,7 @@ def encode_m(m, codec):
     if codec.first_moment_dtype is None:
         return m, None
     if codec.first_moment_dtype == "bfloat16":
-        return ops.view(ops.cast(m, "bfloat16"), "int16"), None
+        return backend.bitcast(ops.cast(m, "bfloat16"), "int16"), None
     m = ops.cast(m, "float32")
     axes = tuple(range(1, codec.rank))
     scale = ops.max(ops.abs(m), axis=axes)

@@ -190,6 +190,13 @@ def is_dense(ids):
     return True
 
 
+def bitcast(x, dtype):
+    """The bits of `x` read as `dtype`, of the same width (the bfloat16
+    first moment is kept as its bits in an int16 slot). Each backend's own
+    op: `keras.ops.view` is newer than the oldest Keras supported (3.10)."""
+    raise NotImplementedError
+
+
 def compute_gradients(loss, var_list, tape):
     """Gradients of a callable `loss` (tfa's `minimize` / `get_gradients`)."""
     raise NotImplementedError

@@ -235,3 +235,7 @@ def _looked_up_rows(grad, variable):
         return None
     row_shape = tuple(dense.shape[1:])
     return ids.reshape(-1), rows.reshape((-1,) + row_shape)
+
+
+def bitcast(x, dtype):
+    return jax.lax.bitcast_convert_type(jnp.asarray(x), dtype)

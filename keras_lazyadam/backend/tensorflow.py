@@ -334,3 +334,7 @@ def _as_indexed_slices(gradient):
         return gradient
     indices, values = gradient.row_slices()
     return tf.IndexedSlices(values, indices)
+
+
+def bitcast(x, dtype):
+    return tf.bitcast(tf.convert_to_tensor(x), dtype)

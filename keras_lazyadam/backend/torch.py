@@ -221,3 +221,7 @@ def embedding_lookup(table, ids, sparse):
     ids = torch.where(ids < 0, ids + table.shape[0], ids)
     # sparse=True makes the table's `.grad` a sparse COO tensor.
     return torch.nn.functional.embedding(ids, _tensor(table), sparse=sparse)
+
+
+def bitcast(x, dtype):
+    return ops.convert_to_tensor(x).view(getattr(torch, dtype))

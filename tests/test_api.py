@@ -67,6 +67,27 @@ BAD_ARGUMENTS = [
         match="`clipnorm` must be >= 0",
     ),
     dict(testcase_name="lr_and_alias", kwargs=dict(learning_rate=0.1, lr=0.5), match="not both"),
+    # Compact state (second_moment, first_moment_dtype).
+    dict(
+        testcase_name="second_moment",
+        kwargs=dict(second_moment="rows"),
+        match=r"`second_moment` must be one of .* Received: ",
+    ),
+    dict(
+        testcase_name="second_moment_none",
+        kwargs=dict(second_moment=None),
+        match=r"`second_moment` must be one of .* Received: ",
+    ),
+    dict(
+        testcase_name="first_moment_dtype",
+        kwargs=dict(first_moment_dtype="float16"),
+        match=r"`first_moment_dtype` must be one of .* Received: ",
+    ),
+    dict(
+        testcase_name="first_moment_dtype_int",
+        kwargs=dict(first_moment_dtype=8),
+        match=r"`first_moment_dtype` must be one of .* Received: ",
+    ),
 ]
 
 

@@ -316,20 +316,18 @@ class LazyAdam(
         # Accumulated sparse gradients stay lazy whatever `skip_zero_rows`.
         lazy = upstream.var_key(self, variable) in self._accumulates_sparse
         skip_zero_rows = self.skip_zero_rows or lazy
-        rows = self._sparse_rows(gradient, variable, skip_zero_rows)
-        if rows is not None:
-            if (
-                isinstance(gradient, sparse.SparseRows)
-                and self.step_mode == "global"
-                and _prefers_whole(variable, rows)
-            ):
-                self._update_whole(slots, rows, hyper)
+        if isinstance(gradient, sparse.SparseRows):
+            if self.step_mode == "global" and _prefers_whole(variable, gradient):
+                self._update_whole(slots, gradient, hyper)
             else:
-                self._update_rows(slots, rows, hyper)
+                self._update_rows(slots, gradient, hyper)
             return
         touched = True
         if skip_zero_rows and len(variable.shape) >= 2:
-            touched = backend.touched_rows(gradient)
+            touched = self._dense_rows(gradient, variable)
+            if isinstance(touched, sparse.SparseRows):
+                self._update_rows(slots, touched, hyper)
+                return
         elif lazy:
             touched = ops.not_equal(gradient, 0)  # rank 1: a row is an element (NaN too)
         if touched is True and slots.fused:
@@ -373,21 +371,25 @@ class LazyAdam(
             ),
         )
 
-    def _sparse_rows(self, gradient, variable, skip_zero_rows):
-        """The gradient as `SparseRows` if it is one, or if the backend can
-        cheaply pick the non-zero rows of a dense one; else None."""
-        if isinstance(gradient, sparse.SparseRows):
-            return gradient
-        if skip_zero_rows and len(variable.shape) >= 2:
+    def _dense_rows(self, gradient, variable):
+        """The rows of a dense gradient to update: a `SparseRows` of its
+        non-zero rows where the backend picks them cheaply and the variable
+        is large enough for the row update to pay; else the mask of its
+        touched rows (or True: every row)."""
+        if not _prefers_whole(variable, None):
             found = backend.nonzero_rows(gradient)
+            if found is True:
+                return True
             if found is not None:
                 return sparse.unique_rows(*found, variable.shape[0])
-        return None
+        return backend.touched_rows(gradient)
 
     def _update_rows(self, slots, rows, hyper):
         """The rule on the gathered rows, written back with row scatters."""
-        dtype = _compute_dtype(slots.state.var)
         index, gradient = rows.rows, rows.sums
+        if slots.fused and backend.fused_row_update(slots.state, index, gradient, hyper):
+            return
+        dtype = _compute_dtype(slots.state.var)
         new = adam_update(slots.gather(index).cast(dtype), ops.cast(gradient, dtype), hyper)
         slots.scatter(self, index, new)
 
@@ -478,12 +480,14 @@ class LazyAdam(
 
 
 def _prefers_whole(variable, rows):
-    """Whether a sparse gradient's update of the whole variable, masked,
-    costs no more than the row update (small tables: 2, 7, 20 rows).
-    `step_mode`'s row clocks keep the row update: their per-row powers
+    """Whether an update of the whole variable, masked by the rows of its
+    gradient (a `SparseRows`, or None for a dense gradient), costs no more
+    than the row update (small tables: 2, 7, 20 rows). `step_mode`'s row
+    clocks keep the row update on sparse gradients: their per-row powers
     round by position in a vector on some kernels (TF's Eigen)."""
     row_size = int(np.prod(variable.shape[1:]))
-    return backend.prefers_whole_update(variable.shape[0], row_size, rows.rows.shape[0])
+    slots = None if rows is None else rows.rows.shape[0]
+    return backend.prefers_whole_update(variable.shape[0], row_size, slots)
 
 
 def _slot_prefix(variable):

@@ -1,11 +1,14 @@
 """A sparse gradient of a small table is applied to the whole table, masked by
 its rows: the row update's values and slots (bit for bit where each op runs on
-its own; XLA, fusing the two differently, may round a last bit differently),
-and rows not listed keep theirs bit for bit."""
+its own; XLA, fusing the two differently, may round a last bit differently,
+and torch's row update of float32 runs in its fused Adam kernel), and rows not
+listed keep theirs bit for bit. On torch LazyAdam never chooses the whole
+update (every op costs a dispatch there); forced, it still agrees."""
 
 import numpy as np
 import pytest
 
+from conftest import BACKEND
 from conftest import Stepper
 from conftest import numpy
 from conftest import sparse_gradient
@@ -60,10 +63,13 @@ def test_whole_update_is_the_row_update_bit_for_bit(option, dtype, compiled, mon
     rows = _trajectory(monkeypatch, False, KWARGS[option], dtype, compiled)
     tol = dict(rtol=1e-14, atol=1e-16) if dtype == "float64" else dict(rtol=1e-6, atol=1e-9)
     listed = [{int(i) for i in ids} for ids, _ in _steps()]
+    fused = BACKEND == "torch" and dtype == "float32" and option != "amsgrad"
     for t in range(len(whole)):
         absent = sorted(set(range(ROWS)) - listed[t])
         for k, (x, y) in enumerate(zip(whole[t], rows[t])):
-            if compiled:
+            if fused:  # as the tfa reference trajectories are compared
+                np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6, err_msg=f"step {t}")
+            elif compiled:
                 np.testing.assert_allclose(x, y, err_msg=f"step {t}", **tol)
             else:
                 np.testing.assert_array_equal(x, y, err_msg=f"step {t}")
@@ -83,4 +89,4 @@ def test_whole_update_is_the_row_update_bit_for_bit(option, dtype, compiled, mon
     ],
 )
 def test_the_cheaper_path_is_chosen_from_static_sizes(rows, row_size, slots, whole):
-    assert backend.prefers_whole_update(rows, row_size, slots) is whole
+    assert backend.prefers_whole_update(rows, row_size, slots) is (whole and BACKEND != "torch")

@@ -110,8 +110,10 @@ def coalesce(indices, values, num_rows):
 
 def nonzero_rows(gradient):
     """`(indices, values)` of the rows of a dense gradient that are not all
-    zero, where the backend can form a dynamic-size result cheaply, else
-    None (the optimizer then masks the dense update by `touched_rows`)."""
+    zero, where the backend can form a dynamic-size result cheaply; True
+    where it finds every row touched; else None (the optimizer then masks
+    the dense update by `touched_rows`). Asked only of variables too large
+    for a whole update (`prefers_whole_update`)."""
     return None
 
 
@@ -146,6 +148,13 @@ def touched_rows(gradient):
 def fused_dense_update(state, gradient, hyper):
     """The dense update (no row skipped) with a framework kernel fed from
     the same `Hyperparameters`; False where the generic rule serves."""
+    return False
+
+
+def fused_row_update(state, rows, sums, hyper):
+    """The row update of `rows` (unique, in range) with a framework kernel
+    fed from the same `Hyperparameters`; False where the generic rule
+    serves."""
     return False
 
 

@@ -145,17 +145,26 @@ def sparse_gradient(indices, values, shape):
 
 
 def check_rows(indices, num_rows, name):
-    # Checked in graphs too. XLA (`jit_compile=True`) drops the asserts: there
-    # a bad row becomes `num_rows`, which every row write drops, rather than
-    # being clamped, or cast (int64 -> int32) onto another row.
-    message = f"Row indices of the gradient of {name!r} must be in [0, {num_rows})"
     limit = tf.cast(num_rows, indices.dtype)
-    checks = [
-        tf.debugging.assert_non_negative(indices, message=message),
-        tf.debugging.assert_less(indices, limit, message=message),
-    ]
-    with tf.control_dependencies(checks):
+    message = f"Row indices of the gradient of {name!r} must be in [0, {num_rows}). Received: "
+    if tf.executing_eagerly():
+        bad = (indices < 0) | (indices >= limit)
+        if bool(tf.reduce_any(bad)):
+            raise ValueError(message + str(tf.boolean_mask(indices, bad)[:5].numpy().tolist()))
+        return indices
+    if _building_for_xla():
+        # XLA drops asserts: there a bad row becomes `num_rows`, which every
+        # row write drops, rather than being clamped, or cast (int64 ->
+        # int32) onto another row.
         return tf.where((indices < 0) | (indices >= limit), limit, indices)
+    # Checked in graphs by one assert whose data are strings: TF guards an
+    # assert of other data with a `tf.cond` (`tf.debugging.assert_less`).
+    # An empty gradient passes (its min is the dtype's max, and max its min).
+    low, high = tf.reduce_min(indices), tf.reduce_max(indices)
+    received = ["rows from", tf.strings.as_string(low), "to", tf.strings.as_string(high)]
+    check = tf.debugging.Assert((low >= 0) & (high < limit), [message] + received)
+    with tf.control_dependencies([check]):
+        return tf.identity(indices)
 
 
 def _building_for_xla():
@@ -218,12 +227,14 @@ def _bucket_size(count):
 def _bucket(indices, rows, num_rows):
     """Pads a dynamic number of rows up to a power of two (spare rows at
     `num_rows`, out of range), so that XLA compiles the scatter for a few
-    sizes, not each."""
+    sizes, not each. The ops on `indices` alone are the same for a
+    variable and its slots (the graph optimizer computes them once)."""
     count = tf.size(indices, out_type=tf.int64)
     spare = _bucket_size(count) - count
     padding = tf.fill(tf.reshape(spare, (1,)), tf.cast(num_rows, indices.dtype))
-    shape = tf.concat([tf.reshape(spare, (1,)), tf.shape(rows, out_type=tf.int64)[1:]], 0)
-    return tf.concat([indices, padding], 0), tf.concat([rows, tf.zeros(shape, rows.dtype)], 0)
+    rank = tf.rank(rows) if rows.shape.rank is None else rows.shape.rank
+    pads = tf.concat([[[0, spare]], tf.zeros((rank - 1, 2), tf.int64)], 0)
+    return tf.concat([indices, padding], 0), tf.pad(rows, pads)
 
 
 def _distributed(variable):

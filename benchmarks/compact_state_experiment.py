@@ -31,12 +31,10 @@ thread); --quick (fewer examples, epochs, one seed, one learning rate) ~2.
 """
 
 import argparse
-import io
 import json
 import os
 import sys
 import time
-from contextlib import redirect_stdout
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))  # the checkout's keras_lazyadam
@@ -146,6 +144,7 @@ def summarize(results, args):
                     "best": float(curves.min(axis=1).mean()),
                     "last": float(curves[:, -1].mean()),
                     "best_epoch": [int(e) + 1 for e in curves.argmin(axis=1)],
+                    "best_per_seed": curves.min(axis=1).tolist(),
                 }
         own = {v: min(stats[v], key=lambda k: stats[v][k]["best"]) for v in args.variants}
         ref_lr = own[REFERENCE]
@@ -170,6 +169,10 @@ def summarize(results, args):
                     # the gap in excess loss over the Bayes loss: the learnable part
                     row[f"{kind}_excess_gap_pct"] = gap_pct(s[kind] - bayes, ref[kind] - bayes)
                 row["best_epoch"] = s["best_epoch"]
+                # the paired gap of each seed (same initial weights and batches)
+                row["best_gap_pct_per_seed"] = [
+                    gap_pct(a, b) for a, b in zip(s["best_per_seed"], ref["best_per_seed"])
+                ]
                 ok = row["best_gap_pct"] <= GOAL_PCT and row["last_gap_pct"] <= GOAL_PCT
                 row["goal"] = (
                     "REF"
@@ -195,39 +198,51 @@ def summarize(results, args):
 
 
 def plot(results, summary, args, path):
+    """Per task: held-out excess loss per epoch at float32's best lr and at
+    each variant's own, and the gap to float32 in held-out BCE (%)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     tasks = list(results)
-    fig, axes = plt.subplots(len(tasks), 2, figsize=(11, 3.8 * len(tasks)), squeeze=False)
+    fig, axes = plt.subplots(len(tasks), 3, figsize=(15, 3.9 * len(tasks)), squeeze=False)
     epochs = np.arange(1, args.epochs + 1)
     for row, task_name in zip(axes, tasks):
         by_variant = results[task_name]
         bayes = np.array(by_variant["bayes"])[:, None]
         own = summary[task_name]["own_best_lr"]
-        for ax, choice in zip(row, ("float32's best lr", "own best lr")):
+        ref_lr = own[REFERENCE]
+        reference = np.array(by_variant["curves"][REFERENCE][ref_lr])[:, 1:]
+        for ax, choice in zip(row, ("float32's best lr", "own best lr", "gap")):
             for variant in args.variants:
-                lr_key = own[REFERENCE] if choice == "float32's best lr" else own[variant]
-                curves = np.array(by_variant["curves"][variant][lr_key])[:, 1:] - bayes
-                label = variant if choice == "float32's best lr" else f"{variant} (lr {lr_key})"
+                lr_key = own[variant] if choice == "own best lr" else ref_lr
+                curves = np.array(by_variant["curves"][variant][lr_key])[:, 1:]
+                if choice == "gap":
+                    curves = 100.0 * (curves - reference) / reference
+                else:
+                    curves = curves - bayes
+                label = f"{variant} (lr {lr_key})" if choice == "own best lr" else variant
                 ax.plot(epochs, curves.mean(axis=0), marker="o", ms=3, label=label)
                 if len(curves) > 1:
                     ax.fill_between(epochs, curves.min(0), curves.max(0), alpha=0.12)
-            title = (
-                f"lr {own[REFERENCE]}"
-                if choice == "float32's best lr"
-                else "each variant's best lr"
-            )
-            ax.set_title(f"{task_name}: {choice} ({title})", fontsize=9)
+            if choice == "gap":
+                ax.axhline(GOAL_PCT, color="red", ls="--", lw=1, label="goal (+1%)")
+                ax.set_title(
+                    f"{task_name}: held-out BCE vs float32, both at lr {ref_lr}", fontsize=9
+                )
+                ax.set_ylabel("gap to float32 (%)")
+            else:
+                lrs = f"lr {ref_lr}" if choice == "float32's best lr" else "each variant's best lr"
+                ax.set_title(f"{task_name}: {lrs}", fontsize=9)
+                ax.set_ylabel("held-out BCE - Bayes loss")
+                ax.set_yscale("log")
             ax.set_xlabel("epoch")
-            ax.set_ylabel("held-out BCE - Bayes loss")
-            ax.set_yscale("log")
+            ax.set_xticks(epochs)
             ax.grid(alpha=0.3)
             ax.legend(fontsize=7)
     fig.suptitle(
-        f"Compact LazyAdam state vs float32: mean over seeds {args.seeds} (band: min-max)",
+        f"Compact LazyAdam state vs float32 LazyAdam: mean over seeds {args.seeds} (band: min-max)",
         fontsize=10,
     )
     fig.tight_layout()
@@ -254,14 +269,33 @@ def main(argv=None):
         "--quick", action="store_true", help="smoke run: 1 seed, 1 lr, 3 epochs, fewer examples"
     )
     parser.add_argument("--out", default=common.RESULTS, help="folder of compact_state.*")
+    parser.add_argument(
+        "--plot-only",
+        action="store_true",
+        help="re-render the .png from the .json in --out",
+    )
     args = parser.parse_args(argv)
+    base = os.path.join(args.out, "compact_state")
+    if args.plot_only:
+        with open(base + ".json") as f:
+            saved = json.load(f)
+        args = argparse.Namespace(**dict(saved["args"], out=args.out))
+        summary, text = summarize(saved["results"], args)
+        header = (
+            saved.get("header")
+            or [  # a file of the first version: its txt's header
+                line[2:].rstrip("\n") for line in open(base + ".txt") if line.startswith("# ")
+            ]
+        )
+        write(base, header, text, saved["args"], summary, saved["results"], args)
+        return
     if REFERENCE not in args.variants:
         args.variants.insert(0, REFERENCE)
     if args.quick:
         args.seeds, args.lrs, args.epochs = args.seeds[:1], ["0.001"], 3
         args.examples, args.held_out = [10_240, 5_120], 5_000
 
-    results = {}
+    results, start = {}, time.perf_counter()
     for task_name in args.tasks:
         task = TASKS[task_name]
         n_train = args.examples[list(TASKS).index(task_name)]
@@ -292,17 +326,23 @@ def main(argv=None):
 
     summary, text = summarize(results, args)
     print(text)
-    os.makedirs(args.out, exist_ok=True)
-    base = os.path.join(args.out, "compact_state")
+    header = [
+        "compact_state_experiment.py " + " ".join(sys.argv[1:] if argv is None else argv),
+        f"keras {keras.__version__}, backend {keras.backend.backend()}, "
+        f"{time.perf_counter() - start:.0f} s, load average at the end {os.getloadavg()[0]:.1f}",
+    ]
     config = dict(vars(args), out=os.path.relpath(os.path.abspath(args.out), common.ROOT))
-    header = io.StringIO()
-    with redirect_stdout(header):
-        print(f"# {' '.join(['compact_state_experiment.py'] + (argv or sys.argv[1:]))}")
-        print(f"# keras {keras.__version__}, backend {keras.backend.backend()}")
+    write(base, header, text, config, summary, results, args)
+
+
+def write(base, header, text, config, summary, results, args):
+    os.makedirs(os.path.dirname(base), exist_ok=True)
     with open(base + ".txt", "w") as f:
-        f.write(header.getvalue() + text.lstrip("\n") + "\n")
+        f.write("".join(f"# {line}\n" for line in header) + text.lstrip("\n") + "\n")
     with open(base + ".json", "w") as f:
-        json.dump({"args": config, "summary": summary, "results": results}, f, indent=1)
+        json.dump(
+            {"header": header, "args": config, "summary": summary, "results": results}, f, indent=1
+        )
     plot(results, summary, args, base + ".png")
     print(f"\nwrote {base}.txt, .json and .png")
 

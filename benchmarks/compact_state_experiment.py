@@ -26,8 +26,10 @@ learning rate choice, with PASS/MISS against the goal (<= 1% worse).
     KERAS_BACKEND=jax python benchmarks/compact_state_experiment.py [--quick]
 
 Prints the tables, writes compact_state.{json,txt,png} into --out
-(default benchmarks/results). About 20 minutes on one CPU core (JAX, one
-thread); --quick (fewer examples, epochs, one seed, one learning rate) ~2.
+(default benchmarks/results; --plot-only re-renders the .txt and .png from
+the .json there). 108 runs, about 23 minutes on one loaded CPU core (JAX,
+one thread); --quick (fewer examples, 3 epochs, one seed, one learning
+rate) under a minute.
 """
 
 import argparse

@@ -298,7 +298,8 @@ def _anchor_section(anchor):
     L = [
         f"## (e) Anchor: tfa (TF 2.15) and tfa's rule on TF {tf_version} vs LazyAdam "
         "(Keras 3, TF backend)\n\n"
-        f"`benchmarks/anchor.py`: {anchor['rounds']} rounds of alternating processes "
+        f"`benchmarks/anchor.py`: {anchor['rounds']} round{'s' * (anchor['rounds'] != 1)} "
+        "of alternating processes "
         "(the old stack; tfa 0.23's `_resource_apply_sparse` on `tf_keras`' legacy Adam "
         "on the main env's TF, `tfa_rule_bench.py`; LazyAdam); median of the per-process "
         "medians (min–max of them); load per round "
@@ -341,9 +342,10 @@ def _anchor_section(anchor):
     diffs = anchor.get("tfa_rule_max_abs_diff")
     if diffs:
         worst = max(max(d.values()) for d in diffs)
+        said = "are bitwise equal" if worst == 0 else f"differ by at most {worst:.1e}"
         L.append(
-            f"Like with like: after 3 steps on a 10,000 × 64 table with the same ids, tfa's rule "
-            f"on `tf_keras` and LazyAdam differ by at most {worst:.1e} (var, m, v; each round).\n"
+            "Like with like: after 3 steps on a 10,000 × 64 table with the same ids, tfa's rule "
+            f"on `tf_keras` and LazyAdam {said} (var, m, v; checked in every round).\n"
         )
     return L
 

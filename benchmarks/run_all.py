@@ -4,8 +4,9 @@ anchor; then writes raw.json, raw/, results.md and step_time_vs_rows.png and
 prints PASS/MISS per goal measured in this run (never asserted: a shared
 machine is noisy).
 
-    python benchmarks/run_all.py [--quick] [--backends torch jax] [--anchor
-        [--tfa-python PY]] [--skip-step] [--skip-fit] [--skip-memory] [--skip-real-models]
+    python benchmarks/run_all.py [--quick] [--backends torch jax]
+        [--anchor [--tfa-python PY] [--anchor-rounds N]]
+        [--skip-step] [--skip-fit] [--skip-memory] [--skip-real-models]
         [--real-models-python PY] [--threads 1] [--write-results | --out DIR]
     python benchmarks/run_all.py --report-only [--write-results | --out DIR]
 
@@ -83,6 +84,7 @@ def main(argv=None):
     )
     parser.add_argument("--anchor", action="store_true", help="also run anchor.py")
     parser.add_argument("--tfa-python", help="anchor.py --tfa-python (default: its .tfa-venv)")
+    parser.add_argument("--anchor-rounds", type=int, help="anchor.py --rounds (default 3)")
     parser.add_argument("--report-only", action="store_true")
     parser.add_argument("--threads", type=int, help="pin intra-op threads (BENCH_THREADS)")
     where = parser.add_mutually_exclusive_group()
@@ -176,6 +178,8 @@ def main(argv=None):
         if os.path.exists(anchor_path):
             os.remove(anchor_path)  # a failed anchor run must not leave the old one
         tfa = ["--tfa-python", args.tfa_python] if args.tfa_python else []
+        if args.anchor_rounds:
+            tfa += ["--rounds", str(args.anchor_rounds)]
         subprocess.run([py, f"{HERE}/anchor.py", "--out", out] + quick + tfa, check=False)
         if os.path.exists(anchor_path):
             raw["anchor"] = common.read_json(anchor_path)

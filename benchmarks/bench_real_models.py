@@ -35,10 +35,11 @@ import warnings
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import cases  # noqa: E402
 import common  # noqa: E402
 import numpy as np  # noqa: E402
 
-SIDES = ("Keras Adam", "LazyAdam", "LazyAdam + use_lazy_embedding")
+SIDES = cases.REAL_SIDES  # Keras Adam, LazyAdam, LazyAdam + use_lazy_embedding
 
 
 def _zipf(rng, rows, size):
@@ -233,6 +234,15 @@ def run_model(keras, name, steps, jit_compile, warmup):
     return stats
 
 
+def _version(dist):
+    from importlib import metadata
+
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
@@ -267,6 +277,7 @@ def main(argv=None):
         )
         for side, s in stats.items():
             print(f"  {side:42s} held-out loss {s['held_out_loss']:.4f}")
+        cases.print_goals(cases.check(cases.REAL, args.backend, stats, None, scope=name))
     if args.out:
         common.write_json(
             args.out,
@@ -275,6 +286,8 @@ def main(argv=None):
                 "jit_compile": jit_compile,
                 "steps": steps,
                 "results": results,
+                "python": sys.executable,
+                "keras_rs": _version("keras-rs"),
             },
         )
 

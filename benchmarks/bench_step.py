@@ -1,6 +1,7 @@
 """One optimizer step: (a) sparse gradient on the 1,000,000 x 64 table, swept
-over batches of Zipf ids (4,096 is the headline, 262,144 the large batch),
-(b) dense 4,096 x 4,096 kernel. Sides: cases.CASES of that kind and backend.
+over batches of Zipf ids (4,096 is the headline, 262,144 the large batch; a
+case with `ids`, e.g. the compact states, runs at those batches only), (b)
+dense 4,096 x 4,096 kernel. Sides: cases.CASES of that kind and backend.
 
     python benchmarks/bench_step.py --backend jax [--quick] [--out F]
         [--only NAME ...] [--ids N ...] [--skip-dense]
@@ -28,7 +29,8 @@ def run_kind(kind, backend, shape, batches, names, quick):
     import numpy as np
 
     built, out = {}, []
-    for name, case in cases.select(kind, backend, names).items():
+    selected = cases.select(kind, backend, names)
+    for name, case in selected.items():
         try:
             built[name] = case.builder(shape, kind == cases.SPARSE)
         except Exception as e:  # noqa: BLE001 - reported, not hidden
@@ -36,6 +38,8 @@ def run_kind(kind, backend, shape, batches, names, quick):
     for ids, values in batches:
         steps, notes, errors = {}, {}, {}
         for name, b in built.items():
+            if kind == cases.SPARSE and not selected[name].runs_at(len(ids)):
+                continue  # e.g. the compact states: headline and large batch only
             if isinstance(b, str):
                 errors[name] = b
                 continue

@@ -7,12 +7,13 @@
 #   bash benchmarks/gpu_check.sh [jax] [torch] # on the GPU machine
 #
 # Through the device tool: carry ["benchmarks/wheels"]; both backends fit one
-# call of ~8 minutes: the unit tests of every backend at once (TEST_TIMEOUT,
-# default 200 s), then each benchmark alone (BENCH_TIMEOUT 75 s for a step
-# run, FIT_TIMEOUT 60 s for a fit run). Writes logs and JSON under $OUT
-# (default benchmarks/results/gpu). Only the carried wheels whose
-# distributions the image lacks are installed (--no-index --no-deps, into a
-# --target folder): the image's torch, JAX and numpy stay as they are.
+# call of at most ~10 minutes: the unit tests of every backend at once
+# (TEST_TIMEOUT, default 200 s), then each benchmark alone (BENCH_TIMEOUT 90 s
+# for a step run, FIT_TIMEOUT 100 s for a fit run, with the compact-state
+# sides). Writes logs and JSON under $OUT (default benchmarks/results/gpu).
+# Only the carried wheels whose distributions the image lacks are installed
+# (--no-index --no-deps, into a --target folder): the image's torch, JAX and
+# numpy stay as they are.
 set -uo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -84,12 +85,12 @@ bench() {  # name, timeout, command...
 }
 for b in "${backends[@]}"; do
   export KERAS_BACKEND="$b"
-  bench "step_$b" "${BENCH_TIMEOUT:-75}" "$py" benchmarks/bench_step.py --backend "$b" \
+  bench "step_$b" "${BENCH_TIMEOUT:-90}" "$py" benchmarks/bench_step.py --backend "$b" \
     --quick --ids 4096 262144 --out "$out/step_$b.json"
 done
 for b in "${backends[@]}"; do
   export KERAS_BACKEND="$b"
-  bench "fit_$b" "${FIT_TIMEOUT:-60}" "$py" benchmarks/bench_fit.py --backend "$b" \
+  bench "fit_$b" "${FIT_TIMEOUT:-100}" "$py" benchmarks/bench_fit.py --backend "$b" \
     --quick --out "$out/fit_$b.json"
 done
 echo "gpu_check: $([ $status -eq 0 ] && echo ok || echo FAILED) (${backends[*]})"

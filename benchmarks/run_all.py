@@ -1,13 +1,19 @@
-"""Runs the suite: per backend bench_step, bench_fit (TF with and without XLA)
-and bench_memory (each in its own process), optionally the anchor; then
-writes raw.json, raw/, results.md and step_time_vs_rows.png and prints
-PASS/MISS per goal measured in this run (never asserted: a shared machine is
-noisy).
+"""Runs the suite: per backend bench_step, bench_fit (TF with and without XLA),
+bench_memory and bench_real_models (each in its own process), optionally the
+anchor; then writes raw.json, raw/, results.md and step_time_vs_rows.png and
+prints PASS/MISS per goal measured in this run (never asserted: a shared
+machine is noisy).
 
-    python benchmarks/run_all.py [--quick] [--backends torch jax] [--anchor]
-        [--skip-step] [--skip-fit] [--skip-memory] [--threads 1]
-        [--write-results | --out DIR]
+    python benchmarks/run_all.py [--quick] [--backends torch jax]
+        [--anchor [--tfa-python PY] [--anchor-rounds N]]
+        [--skip-step] [--skip-fit] [--skip-memory] [--skip-real-models]
+        [--real-models-python PY] [--threads 1] [--write-results | --out DIR]
     python benchmarks/run_all.py --report-only [--write-results | --out DIR]
+
+bench_real_models runs in this Python unless --real-models-python names
+another: its keras-rs models are skipped with the reason where keras-rs is
+missing (here: /work/venvs/real-models-extra-tf/bin/python has keras-rs and
+keras-hub over the main env's TF, JAX and torch).
 
 By default everything goes to benchmarks/results/scratch/ (ignored by git;
 each run starts it afresh), so a run leaves the committed results and `git
@@ -69,9 +75,16 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--backends", nargs="+", default=list(cases.ALL))
-    for part in ("step", "fit", "memory"):
+    for part in ("step", "fit", "memory", "real-models"):
         parser.add_argument(f"--skip-{part}", action="store_true")
+    parser.add_argument(
+        "--real-models-python",
+        default=sys.executable,
+        help="the Python of bench_real_models.py (one with keras-rs; default: this one)",
+    )
     parser.add_argument("--anchor", action="store_true", help="also run anchor.py")
+    parser.add_argument("--tfa-python", help="anchor.py --tfa-python (default: its .tfa-venv)")
+    parser.add_argument("--anchor-rounds", type=int, help="anchor.py --rounds (default 3)")
     parser.add_argument("--report-only", action="store_true")
     parser.add_argument("--threads", type=int, help="pin intra-op threads (BENCH_THREADS)")
     where = parser.add_mutually_exclusive_group()
@@ -106,7 +119,7 @@ def main(argv=None):
     if args.threads:
         os.environ["BENCH_THREADS"] = str(args.threads)
     t_start = time.time()
-    for part in ("step", "fit", "memory"):
+    for part in ("step", "fit", "memory", "real_models"):
         raw.setdefault(part, {})
     raw["measured"] = []  # what this run measured: the only parts with verdicts
     raw.update(
@@ -151,12 +164,23 @@ def main(argv=None):
                     )
                     if res:
                         raw["memory"][b][name] = res
+        if not args.skip_real_models:
+            res = run(
+                [args.real_models_python, f"{HERE}/bench_real_models.py", "--backend", b] + quick,
+                os.path.join(raw_out, f"real_models_{b}.json"),
+            )
+            if res:
+                raw["real_models"][b] = res
+                raw["measured"].append(f"real_models/{b}")
         common.write_json(raw_path, raw)
     if args.anchor:
         anchor_path = os.path.join(raw_out, "anchor.json")
         if os.path.exists(anchor_path):
             os.remove(anchor_path)  # a failed anchor run must not leave the old one
-        subprocess.run([py, f"{HERE}/anchor.py", "--out", out] + quick, check=False)
+        tfa = ["--tfa-python", args.tfa_python] if args.tfa_python else []
+        if args.anchor_rounds:
+            tfa += ["--rounds", str(args.anchor_rounds)]
+        subprocess.run([py, f"{HERE}/anchor.py", "--out", out] + quick + tfa, check=False)
         if os.path.exists(anchor_path):
             raw["anchor"] = common.read_json(anchor_path)
             raw["measured"].append("anchor")

@@ -139,10 +139,12 @@ def main(argv=None):
         )
         result["goals"] += cases.check(goal_kind, "tensorflow", stats)
     step = result["stats"]["step"]
-    if "LazyAdam" in step and cases.TFA_RULE in step:
-        print("\nper round, LazyAdam / tfa rule on the same TF:")
+    for lazy, where in (("LazyAdam", "processes apart"), (cases.SAME_PROCESS, "same process")):
+        if lazy not in step or cases.TFA_RULE not in step:
+            continue
+        print(f"\nper round, {lazy} / tfa rule on the same TF ({where}):")
         for r, (a, b) in enumerate(
-            zip(step["LazyAdam"]["per_round_ms"], step[cases.TFA_RULE]["per_round_ms"])
+            zip(step[lazy]["per_round_ms"], step[cases.TFA_RULE]["per_round_ms"])
         ):
             print(f"  round {r}: " + (f"{a / b:.2f}x ({a:.3f} / {b:.3f} ms)" if a and b else "—"))
     if like_with_like:

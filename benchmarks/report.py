@@ -325,16 +325,26 @@ def _anchor_section(anchor):
             )
     L += _table(["kind", "side", "ms", "time / tfa (TF 2.15)", "time / tfa rule (same TF)"], rows)
     step = anchor["stats"]["step"]
-    if all("per_round_ms" in step.get(n, {}) for n in refs + ("LazyAdam",)):
-        per = [step[n]["per_round_ms"] for n in refs + ("LazyAdam",)]
-        L.append("Sparse step per round (each a fresh process), ms:\n")
+    names = refs + ("LazyAdam", cases.SAME_PROCESS)
+    if all("per_round_ms" in step.get(n, {}) for n in names):
+        per = [step[n]["per_round_ms"] for n in names]
+        L.append(
+            "Sparse step per round, ms: each side a fresh process, but for "
+            f"“{cases.SAME_PROCESS}”, timed round-robin with the tfa rule in its process:\n"
+        )
         L += _table(
-            ["round", *refs, "LazyAdam", "LazyAdam / tfa rule"],
+            [
+                "round",
+                *names,
+                "LazyAdam / tfa rule (processes apart)",
+                "LazyAdam / tfa rule (same process)",
+            ],
             [
                 (
                     r,
                     *(f"{x:.3f}" if x else "—" for x in ms),
                     f"{ms[2] / ms[1]:.2f}x" if ms[1] and ms[2] else "—",
+                    f"{ms[3] / ms[1]:.2f}x" if ms[1] and ms[3] else "—",
                 )
                 for r, ms in enumerate(zip(*per))
             ],

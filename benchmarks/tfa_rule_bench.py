@@ -9,7 +9,11 @@ tf_keras==<TF's version>`: tf_keras asks for `tensorflow`, the main env has
 Times one `apply_gradients` under tf.function on the 1,000,000 x 64 float32
 table, tf.IndexedSlices of 4,096 Zipf ids (the anchor's ids and values, or
 common.sparse_batch), exactly as bench_step.py times its headline
-(common.interleaved with common.step_timing(True, quick)). Then, after the
+(common.interleaved with common.step_timing(True, quick)), round-robin with
+LazyAdam's step on its own copy of the table in this same process (side
+"LazyAdam, in the same process"; --rule-only leaves it out): the step time
+of either moves by up to 2x from one process to the next, alike for both
+(measured), so the ratio within a process is the fair one. Then, after the
 timing, checks like with like: 3 steps of this optimizer and of LazyAdam
 (Keras 3, TF backend) on a 10,000 x 64 table with the same duplicated ids;
 prints and records the max abs differences of var, m, v (exit 1 above
@@ -27,6 +31,7 @@ import common  # noqa: E402
 from cases import EPS  # noqa: E402
 from cases import HEADLINE_IDS  # noqa: E402
 from cases import LR  # noqa: E402
+from cases import SAME_PROCESS  # noqa: E402
 from cases import TFA_RULE  # noqa: E402
 from cases import initial_table  # noqa: E402
 
@@ -118,11 +123,34 @@ def like_with_like(tf, rule_cls, ids, values):
     }
 
 
+def lazyadam_step(tf, shape, g):
+    """LazyAdam's step (Keras 3, TF backend) on its own copy of the table,
+    timed in this process alternately with the rule's: what differs from
+    one process to the next (it moves both alike) drops out of the ratio."""
+    import keras
+
+    from keras_lazyadam import LazyAdam
+
+    var = keras.Variable(initial_table(shape), name="table")
+    opt = LazyAdam(learning_rate=LR, epsilon=EPS)
+    opt.build([var])
+
+    @tf.function
+    def step(g):
+        opt.apply([g], [var])
+
+    step(g)
+    return lambda: step(g)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--data", help="npz of ids, values (anchor.py writes it)")
     parser.add_argument("--out")
+    parser.add_argument(
+        "--rule-only", action="store_true", help="time tfa's rule alone, without LazyAdam"
+    )
     args = parser.parse_args(argv)
     common.select_backend("tensorflow")  # threads as bench_step; Keras 3 for the check
     import numpy as np
@@ -148,7 +176,10 @@ def main(argv=None):
 
     step(g)
     print(f"  {len(ids)} ids -> {len(np.unique(ids))} unique rows")
-    stats = common.interleaved({TFA_RULE: lambda: step(g)}, **common.step_timing(True, args.quick))
+    sides = {TFA_RULE: lambda: step(g)}
+    if not args.rule_only:
+        sides[SAME_PROCESS] = lazyadam_step(tf, shape, g)
+    stats = common.interleaved(sides, **common.step_timing(True, args.quick))
     common.print_table(f"[tf {tf.__version__}, tf_keras {tf_keras.__version__}] step", stats)
     diff = like_with_like(tf, rule_cls, ids, values)
     worst = max(diff.values())

@@ -157,14 +157,22 @@ def check_rows(indices, num_rows, name):
         # row write drops, rather than being clamped, or cast (int64 ->
         # int32) onto another row.
         return tf.where((indices < 0) | (indices >= limit), limit, indices)
-    # Checked in graphs by one assert whose data are strings: TF guards an
-    # assert of other data with a `tf.cond` (`tf.debugging.assert_less`).
-    # An empty gradient passes (its min is the dtype's max, and max its min).
-    low, high = tf.reduce_min(indices), tf.reduce_max(indices)
-    received = ["rows from", tf.strings.as_string(low), "to", tf.strings.as_string(high)]
-    check = tf.debugging.Assert((low >= 0) & (high < limit), [message] + received)
-    with tf.control_dependencies([check]):
-        return tf.identity(indices)
+    # Checked in graphs by one `tf.cond` whose other branch asserts: the
+    # offending rows are formatted only there (formatting them every step
+    # cost 3-5% of the 1M-row sparse step; `tf.debugging.assert_less` and
+    # `assert_non_negative` guard their asserts with a cond each).
+    ok = (tf.reduce_min(indices) >= 0) & (tf.reduce_max(indices) < limit)
+
+    def refuse():
+        bad = (indices < 0) | (indices >= limit)
+        received = tf.strings.as_string(tf.boolean_mask(indices, bad)[:5])
+        check = tf.debugging.Assert(
+            False, [message, tf.strings.reduce_join(received, separator=", ")]
+        )
+        with tf.control_dependencies([check]):
+            return tf.identity(indices)
+
+    return tf.cond(ok, lambda: tf.identity(indices), refuse)
 
 
 def _building_for_xla():

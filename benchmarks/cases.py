@@ -446,12 +446,14 @@ FIT_GOALS = [
 REAL_GOALS = [Goal(REAL, ALL, side, "Keras Adam", "<=", 1.0, ids=None) for side in REAL_SIDES[1:]]
 ANCHOR_GOALS = [  # anchor.py: tfa in its own TF 2.15 process, tfa's rule on the same TF
     Goal(ANCHOR_STEP, ("tensorflow",), "LazyAdam", TFA_STEP, "<=", 1.0),
-    # Issue 15 item 2: in every process, not only in the median.
-    Goal(ANCHOR_STEP, ("tensorflow",), "LazyAdam", TFA_RULE, "<=", 1.0),
-    Goal(ANCHOR_STEP, ("tensorflow",), "LazyAdam", TFA_RULE, "<=", 1.0, per_round=True),
-    # ... and timed in one process with it, where process-to-process
-    # variation (up to 2x, both alike) drops out.
+    # Issue 15 item 2: in every process, not only in the median. Timed in
+    # one process with tfa's rule (round-robin), where process-to-process
+    # variation (up to 2x, both alike) drops out. LazyAdam in its own
+    # process against that process: shown, no verdict (the rule's process
+    # also holds LazyAdam's table, which slows both sides there).
+    Goal(ANCHOR_STEP, ("tensorflow",), SAME_PROCESS, TFA_RULE, "<=", 1.0),
     Goal(ANCHOR_STEP, ("tensorflow",), SAME_PROCESS, TFA_RULE, "<=", 1.0, per_round=True),
+    Goal(ANCHOR_STEP, ("tensorflow",), "LazyAdam", TFA_RULE, "<=", None),
     Goal(
         ANCHOR_FIT, ("tensorflow",), "LazyAdam + Embedding", "tfa LazyAdam + Embedding", "<=", 1.3
     ),

@@ -1,5 +1,6 @@
 """The LazyAdam optimizer for Keras 3."""
 
+import math
 import warnings
 
 import keras
@@ -485,7 +486,7 @@ def _prefers_whole(variable, rows):
     than the row update (small tables: 2, 7, 20 rows). `step_mode`'s row
     clocks keep the row update on sparse gradients: their per-row powers
     round by position in a vector on some kernels (TF's Eigen)."""
-    row_size = int(np.prod(variable.shape[1:]))
+    row_size = math.prod(variable.shape[1:])  # not np.prod: 10x the time, every step
     slots = None if rows is None else rows.rows.shape[0]
     return backend.prefers_whole_update(variable.shape[0], row_size, slots)
 

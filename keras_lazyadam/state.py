@@ -262,7 +262,9 @@ class CompactSlots:
             # vhat and row_step come out of the rule selected already.
             if rows_mask is not None and target is self.m_scale:
                 value = ops.where(rows_mask, value, ops.convert_to_tensor(target))
-            elif rows_mask is not None and target is self.state.m:
+            elif rows_mask is not None and target is self.state.m and self.codec.first_moment_dtype:
+                # Only codes: an unencoded m comes out of the rule selected
+                # (a second select of it made XLA copy the whole m).
                 value = ops.where(touched, value, ops.convert_to_tensor(target))
             optimizer.assign(target, value)
 

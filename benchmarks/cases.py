@@ -67,6 +67,29 @@ def initial_table(shape):
     return _initial(shape).copy()
 
 
+def keras2_sparse_step(tf, optimizer, data):
+    """The anchor's headline step for a Keras 2 optimizer (tfa's LazyAdam,
+    tfa's rule on `tf_keras`): `(step, g)`, `step()` one `apply_gradients`
+    under tf.function on a fresh 1M x 64 table, with the tf.IndexedSlices `g`
+    of the anchor's ids and values (`data`, an npz) or of 4,096 Zipf ids."""
+    from common import DIM
+    from common import ROWS
+    from common import sparse_batch
+
+    shape = (ROWS, DIM)
+    ids, values = (data["ids"], data["values"]) if data is not None else sparse_batch(HEADLINE_IDS)
+    var = tf.Variable(initial_table(shape))
+    g = tf.IndexedSlices(tf.constant(values), tf.constant(ids), tf.constant(shape, tf.int64))
+
+    @tf.function
+    def step(g):
+        optimizer.apply_gradients([(g, var)])
+
+    step(g)
+    print(f"  {len(ids)} ids -> {len(np.unique(ids))} unique rows")
+    return (lambda: step(g)), g
+
+
 @functools.lru_cache(maxsize=2)
 def _initial(shape):
     return np.random.default_rng(1).standard_normal(shape, np.float32) * np.float32(0.05)

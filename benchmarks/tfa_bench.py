@@ -19,9 +19,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import common  # noqa: E402
 from cases import EPS  # noqa: E402
-from cases import HEADLINE_IDS  # noqa: E402
 from cases import LR  # noqa: E402
-from cases import initial_table  # noqa: E402
+from cases import keras2_sparse_step  # noqa: E402
 
 
 def main(argv=None):
@@ -44,21 +43,9 @@ def main(argv=None):
 
     if args.kind == "step":
         name = "tfa LazyAdam"
-        shape = (common.ROWS, common.DIM)
-        var = tf.Variable(initial_table(shape))
         opt = tfa.optimizers.LazyAdam(learning_rate=LR, epsilon=EPS)
-        ids, values = (
-            (data["ids"], data["values"]) if args.data else common.sparse_batch(HEADLINE_IDS)
-        )
-        g = tf.IndexedSlices(tf.constant(values), tf.constant(ids), tf.constant(shape, tf.int64))
-
-        @tf.function
-        def step(g):
-            opt.apply_gradients([(g, var)])
-
-        step(g)
-        print(f"  {len(ids)} ids -> {len(np.unique(ids))} unique rows")
-        stats = common.interleaved({name: lambda: step(g)}, **common.step_timing(True, args.quick))
+        step, _ = keras2_sparse_step(tf, opt, data if args.data else None)
+        stats = common.interleaved({name: step}, **common.step_timing(True, args.quick))
     else:
         name = "tfa LazyAdam + Embedding"
         x, y = (data["x"], data["y"]) if args.data else common.fit_data(5 if args.quick else 8)

@@ -34,6 +34,7 @@ from cases import LR  # noqa: E402
 from cases import SAME_PROCESS  # noqa: E402
 from cases import TFA_RULE  # noqa: E402
 from cases import initial_table  # noqa: E402
+from cases import keras2_sparse_step  # noqa: E402
 
 CHECK_ROWS, CHECK_STEPS, TOLERANCE = 10_000, 3, 1e-6
 
@@ -161,22 +162,12 @@ def main(argv=None):
         sys.exit(f"tf_keras {tf_keras.__version__} does not match TensorFlow {tf.__version__}")
     rule_cls = tfa_rule_adam(tf, tf_keras)
     shape = (common.ROWS, common.DIM)
-    if args.data:
-        data = np.load(args.data)
-        ids, values = data["ids"], data["values"]
-    else:
-        ids, values = common.sparse_batch(HEADLINE_IDS)
-    var = tf.Variable(initial_table(shape))
-    opt = rule_cls(learning_rate=LR, epsilon=EPS)
-    g = tf.IndexedSlices(tf.constant(values), tf.constant(ids), tf.constant(shape, tf.int64))
-
-    @tf.function
-    def step(g):
-        opt.apply_gradients([(g, var)])
-
-    step(g)
-    print(f"  {len(ids)} ids -> {len(np.unique(ids))} unique rows")
-    sides = {TFA_RULE: lambda: step(g)}
+    data = np.load(args.data) if args.data else None
+    step, g = keras2_sparse_step(tf, rule_cls(learning_rate=LR, epsilon=EPS), data)
+    ids, values = (
+        (data["ids"], data["values"]) if data is not None else common.sparse_batch(HEADLINE_IDS)
+    )
+    sides = {TFA_RULE: step}
     if not args.rule_only:
         sides[SAME_PROCESS] = lazyadam_step(tf, shape, g)
     stats = common.interleaved(sides, **common.step_timing(True, args.quick))

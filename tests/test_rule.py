@@ -129,3 +129,41 @@ def test_grouped_fused_updates_equal_one_at_a_time(monkeypatch):
             optimizer.apply([keras.ops.convert_to_tensor(g)], [v])
     for a, b in zip(together, alone):
         np.testing.assert_array_equal(numpy(a), numpy(b))
+
+
+@pytest.mark.skipif(BACKEND != "torch", reason="the fused row update is torch's")
+@pytest.mark.parametrize("weight_decay", [None, 0.1], ids=["no_decay", "decay"])
+def test_fused_row_update_is_the_rule_on_its_rows_and_leaves_the_others(weight_decay):
+    import torch
+
+    var, m, v, _, g = _arrays(3)
+    rows = np.array([6, 0, 3])
+    hyper = hyperparameters(0.1, weight_decay)
+    fused = State(*(keras.Variable(x) for x in (var, m, v)))
+    index = torch.as_tensor(rows)
+    assert backend.fused_row_update(fused, index, keras.ops.convert_to_tensor(g[rows]), hyper)
+    gathered = State(*(keras.ops.convert_to_tensor(x[rows]) for x in (var, m, v)))
+    rule = adam_update(gathered, keras.ops.convert_to_tensor(g[rows]), hyper)
+    others = np.setdiff1d(np.arange(SHAPE[0]), rows)
+    for after, want, before in zip(fused, rule, (var, m, v)):
+        np.testing.assert_allclose(numpy(after)[rows], numpy(want), rtol=2e-6, atol=1e-7)
+        np.testing.assert_array_equal(numpy(after)[others], before[others])
+
+
+@pytest.mark.skipif(BACKEND != "torch", reason="torch picks a dense gradient's rows eagerly")
+@pytest.mark.parametrize("small", [True, False], ids=["small_table_test", "large_table_test"])
+def test_nonzero_rows_of_a_dense_gradient(small, monkeypatch):
+    """Rows whose entries cancel, NaN rows and -0.0 rows: the same rows as
+    any(g != 0) by either test."""
+    from keras_lazyadam.backend import torch as torch_backend
+
+    monkeypatch.setattr(torch_backend, "_SMALL_VALUES", 10**9 if small else 0)
+    g = np.zeros((6, 2), "float32")
+    g[1] = [1.0, -1.0]  # sums to zero
+    g[2, 0] = np.nan
+    g[3] = -0.0  # a zero
+    g[5, 1] = 1e-30
+    rows, values = backend.nonzero_rows(keras.ops.convert_to_tensor(g))
+    assert numpy(rows).tolist() == [1, 2, 5]
+    np.testing.assert_array_equal(numpy(values), g[[1, 2, 5]])
+    assert backend.nonzero_rows(keras.ops.convert_to_tensor(np.ones((3, 2), "float32"))) is True

@@ -67,17 +67,23 @@ def initial_table(shape):
     return _initial(shape).copy()
 
 
-def keras2_sparse_step(tf, optimizer, data):
+def anchor_batch(data):
+    """`(ids, values)` of the anchor's sparse step: those anchor.py hands
+    out (`data`, an npz), or else 4,096 Zipf ids (common.sparse_batch)."""
+    from common import sparse_batch
+
+    return (data["ids"], data["values"]) if data is not None else sparse_batch(HEADLINE_IDS)
+
+
+def keras2_sparse_step(tf, optimizer, ids, values):
     """The anchor's headline step for a Keras 2 optimizer (tfa's LazyAdam,
     tfa's rule on `tf_keras`): `(step, g)`, `step()` one `apply_gradients`
     under tf.function on a fresh 1M x 64 table, with the tf.IndexedSlices `g`
-    of the anchor's ids and values (`data`, an npz) or of 4,096 Zipf ids."""
+    of `ids` and `values`."""
     from common import DIM
     from common import ROWS
-    from common import sparse_batch
 
     shape = (ROWS, DIM)
-    ids, values = (data["ids"], data["values"]) if data is not None else sparse_batch(HEADLINE_IDS)
     var = tf.Variable(initial_table(shape))
     g = tf.IndexedSlices(tf.constant(values), tf.constant(ids), tf.constant(shape, tf.int64))
 

@@ -20,6 +20,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import common  # noqa: E402
 from cases import EPS  # noqa: E402
 from cases import LR  # noqa: E402
+from cases import anchor_batch  # noqa: E402
 from cases import keras2_sparse_step  # noqa: E402
 
 
@@ -44,7 +45,7 @@ def main(argv=None):
     if args.kind == "step":
         name = "tfa LazyAdam"
         opt = tfa.optimizers.LazyAdam(learning_rate=LR, epsilon=EPS)
-        step, _ = keras2_sparse_step(tf, opt, data if args.data else None)
+        step, _ = keras2_sparse_step(tf, opt, *anchor_batch(data if args.data else None))
         stats = common.interleaved({name: step}, **common.step_timing(True, args.quick))
     else:
         name = "tfa LazyAdam + Embedding"

@@ -29,10 +29,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import common  # noqa: E402
 from cases import EPS  # noqa: E402
-from cases import HEADLINE_IDS  # noqa: E402
 from cases import LR  # noqa: E402
 from cases import SAME_PROCESS  # noqa: E402
 from cases import TFA_RULE  # noqa: E402
+from cases import anchor_batch  # noqa: E402
 from cases import initial_table  # noqa: E402
 from cases import keras2_sparse_step  # noqa: E402
 
@@ -163,10 +163,8 @@ def main(argv=None):
     rule_cls = tfa_rule_adam(tf, tf_keras)
     shape = (common.ROWS, common.DIM)
     data = np.load(args.data) if args.data else None
-    step, g = keras2_sparse_step(tf, rule_cls(learning_rate=LR, epsilon=EPS), data)
-    ids, values = (
-        (data["ids"], data["values"]) if data is not None else common.sparse_batch(HEADLINE_IDS)
-    )
+    ids, values = anchor_batch(data)
+    step, g = keras2_sparse_step(tf, rule_cls(learning_rate=LR, epsilon=EPS), ids, values)
     sides = {TFA_RULE: step}
     if not args.rule_only:
         sides[SAME_PROCESS] = lazyadam_step(tf, shape, g)

@@ -335,7 +335,13 @@ class LazyAdam(
             if backend.fused_dense_update(slots.state, gradient, hyper):
                 return
         dtype = _compute_dtype(variable)
-        new = adam_update(slots.read().cast(dtype), ops.cast(gradient, dtype), hyper, touched)
+        new = adam_update(
+            slots.read().cast(dtype),
+            ops.cast(gradient, dtype),
+            hyper,
+            touched,
+            select_m=not slots.selects_m,
+        )
         slots.write(self, new, touched)
 
     def _hyperparameters(self, variable, learning_rate):
@@ -402,7 +408,12 @@ class LazyAdam(
         dtype = _compute_dtype(slots.state.var)
         gradient, touched = rows.densify_with_mask(slots.state.var.shape)
         new = adam_update(
-            slots.read().cast(dtype), ops.cast(gradient, dtype), hyper, touched, sparse_form=True
+            slots.read().cast(dtype),
+            ops.cast(gradient, dtype),
+            hyper,
+            touched,
+            sparse_form=True,
+            select_m=not slots.selects_m,
         )
         slots.write(self, new, touched)
 

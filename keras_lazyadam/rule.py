@@ -59,7 +59,7 @@ class State(NamedTuple):
         return State(*floats, row_step=row_step)
 
 
-def adam_update(state, gradient, hyper, touched=None, sparse_form=None):
+def adam_update(state, gradient, hyper, touched=None, sparse_form=None, select_m=True):
     """Returns the new `State` after one step of tfa's (lazy) Adam.
 
     ```
@@ -100,6 +100,11 @@ def adam_update(state, gradient, hyper, touched=None, sparse_form=None):
             sparse one exactly when `touched` is None. A sparse gradient
             applied to a whole (small) variable with a mask of its rows
             keeps the sparse form: its rows come out as the row update's.
+        select_m: False where the caller selects the rows of `m` that
+            `touched` masks out itself (compact state selects its codes
+            after encoding): `m` then comes out unselected. A select in
+            front of int8's row maximum kept XLA:CPU from fusing it (2x
+            the dense step).
     """
     if sparse_form is None:
         sparse_form = touched is None
@@ -125,7 +130,7 @@ def adam_update(state, gradient, hyper, touched=None, sparse_form=None):
         v = old_v + (squared - old_v) * rate_2
     if touched is not None and touched is not True:
         # A select, not zero rates: m + (0 - m) * 0 is NaN where m is Inf.
-        m = ops.where(touched, m, state.m)
+        m = ops.where(touched, m, state.m) if select_m else m
         v = ops.where(touched, v, state.v)
     vhat = _maximum(state.vhat, v) if hyper.amsgrad else None
     var = state.var

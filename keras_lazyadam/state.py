@@ -180,6 +180,7 @@ class FullSlots:
 
     fused = True  # a backend's fused dense kernel may serve
     second_moment = "element"
+    selects_m = False  # `write` takes m's masked rows selected by the rule
 
     def __init__(self, state):
         self.state = state
@@ -213,6 +214,8 @@ class CompactSlots:
         self.state = state  # State of the variable and its stored slots
         self.m_scale = m_scale
         self.second_moment = codec.second_moment
+        # `write` selects the codes of masked rows itself: the rule leaves m unselected
+        self.selects_m = codec.first_moment_dtype is not None
 
     def _decode(self, stored, scale):
         m = decode_m(stored.m, scale, self.codec)
@@ -253,19 +256,26 @@ class CompactSlots:
         return self._decode(stored, scale)
 
     def write(self, optimizer, new, touched):
-        rows_mask = None
-        if touched is not None and touched is not True:
-            rows_mask = ops.reshape(touched, (-1,))
+        masked = touched is not None and touched is not True
+        previous = new.var
         for target, value in self._encoded(new):
             # Rows masked out keep their codes and scales bit for bit (a
             # re-encode of their decoded values might round apart); var, v,
             # vhat and row_step come out of the rule selected already.
-            if rows_mask is not None and target is self.m_scale:
-                value = ops.where(rows_mask, value, ops.convert_to_tensor(target))
-            elif rows_mask is not None and target is self.state.m and self.codec.first_moment_dtype:
+            selects = target is self.m_scale or (
                 # Only codes: an unencoded m comes out of the rule selected
                 # (a second select of it made XLA copy the whole m).
-                value = ops.where(touched, value, ops.convert_to_tensor(target))
+                target is self.state.m and self.codec.first_moment_dtype
+            )
+            if masked and selects:
+                # Codes after the variable, scales after the codes: each is
+                # written in place once every read of the old one is done
+                # (see `backend.sequence`).
+                mask = backend.sequence(previous, touched)
+                if target is self.m_scale:
+                    mask = ops.reshape(mask, (-1,))
+                value = ops.where(mask, value, ops.convert_to_tensor(target))
+                previous = value
             optimizer.assign(target, value)
 
 

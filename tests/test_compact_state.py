@@ -2,6 +2,8 @@
 `first_moment_dtype` against the numpy oracle, eager and compiled; untouched
 rows bit for bit; which variables; config, slots and tfa migration."""
 
+import re
+
 import keras
 import numpy as np
 import pytest
@@ -10,6 +12,7 @@ from numpy_reference import decode_int8
 from numpy_reference import encode_int8
 from numpy_reference import round_bfloat16
 
+from conftest import BACKEND
 from conftest import Stepper
 from conftest import assert_matches_oracle
 from conftest import dense_gradient
@@ -147,6 +150,36 @@ def test_untouched_rows_keep_every_slot_bit_for_bit(config, kind, compiled):
         np.testing.assert_array_equal(new[7:], old[7:], err_msg=name)
         if name != "vhat":  # (vhat stays above v here)
             assert not np.array_equal(new[:7], old[:7]), name  # touched rows did change
+
+
+@pytest.mark.skipif(BACKEND != "jax", reason="the copy is XLA's: JAX compiles the step")
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda c: c["testcase_name"])
+def test_jit_writes_the_state_of_a_dense_step_in_place(config):
+    """A dense gradient's masked update of a compact table, compiled with
+    the state donated as Keras' trainer does: XLA copies neither the table
+    nor its codes (it did copy the codes, read by the table's update and
+    written in place, until `backend.sequence` ordered the two)."""
+    import jax
+
+    shape = (256, 16)
+    variable = keras.Variable(np.ones(shape, "float32"), name=TABLE)
+    optimizer = LazyAdam(**_config(config))
+    optimizer.build([variable])
+
+    def step(optimizer_values, values, gradient):
+        values, optimizer_values = optimizer.stateless_apply(optimizer_values, [gradient], values)
+        return optimizer_values, values
+
+    compiled = jax.jit(step, donate_argnums=(0, 1))
+    gradient = np.zeros(shape, "float32")
+    gradient[::3] = 1.0
+    text = (
+        compiled.lower([v.value for v in optimizer.variables], [variable.value], gradient)
+        .compile()
+        .as_text()
+    )
+    copies = re.findall(r"= (\w+\[256,16\])\S* copy\(", text)
+    assert copies == [], copies
 
 
 def test_only_embedding_tables_by_default_and_users_choose():

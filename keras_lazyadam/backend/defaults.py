@@ -79,6 +79,17 @@ def after(tensors, variables):
     return contextlib.nullcontext()
 
 
+def sequence(first, mask):
+    """`mask` (a boolean tensor), as a value that a compiler computes only
+    once `first` is computed. A whole compact update reads the old codes
+    (and scales) in the variable's update and overwrites them in place;
+    where nothing orders the two, XLA copies the whole codes array first
+    (JAX: 1.7x the step of a fit with the stock `Embedding`). The identity
+    where ops run in program order (eager) or writes follow their reads (TF
+    graphs)."""
+    return mask
+
+
 def sum_rows(values, segments, num_segments):
     """The scatter-add that sums the rows of `values` into `num_segments`
     slots (slot indices in any order)."""

@@ -133,11 +133,13 @@ def test_grouped_fused_updates_equal_one_at_a_time(monkeypatch):
 
 @pytest.mark.skipif(BACKEND != "torch", reason="the fused row update is torch's")
 @pytest.mark.parametrize("weight_decay", [None, 0.1], ids=["no_decay", "decay"])
-def test_fused_row_update_is_the_rule_on_its_rows_and_leaves_the_others(weight_decay):
+@pytest.mark.parametrize("every_row", [False, True], ids=["some_rows", "every_row"])
+def test_fused_row_update_is_the_rule_on_its_rows_and_leaves_the_others(weight_decay, every_row):
+    """Every row (as coalescing lists them: ascending) is updated in place."""
     import torch
 
     var, m, v, _, g = _arrays(3)
-    rows = np.array([6, 0, 3])
+    rows = np.arange(SHAPE[0]) if every_row else np.array([6, 0, 3])
     hyper = hyperparameters(0.1, weight_decay)
     fused = State(*(keras.Variable(x) for x in (var, m, v)))
     index = torch.as_tensor(rows)

@@ -72,7 +72,8 @@ def sum_rows(values, segments, num_segments):
 
 
 def coalesce(indices, values, num_rows):
-    # Dynamic shapes: exactly one slot per unique row, no spare slots.
+    # Dynamic shapes: exactly one slot per unique row, no spare slots, rows
+    # ascending (`fused_row_update` relies on it).
     # torch.unique is one kernel, 2x faster than argsort + gathers.
     rows, segments = torch.unique(indices, return_inverse=True)
     return rows, sum_rows(values, segments, rows.shape[0])
@@ -156,6 +157,11 @@ def fused_row_update(state, rows, sums, hyper):
     if rows.numel() == 0:
         return True  # no row listed: nothing to write
     targets = (param, _tensor(state.m), _tensor(state.v))
+    if rows.numel() == param.shape[0]:
+        # Unique rows in ascending order (`coalesce`, `nonzero_rows`), as
+        # many as the table's: every row, in place, nothing to gather.
+        _submit((param, sums.to(param.dtype), *targets[1:], hyper, None))
+        return True
     var, m, v = (t.index_select(0, rows) for t in targets)
     _submit((var, sums.to(param.dtype), m, v, hyper, (rows, targets)))
     return True

@@ -53,7 +53,7 @@ def main(argv=None):
             errors[name] = common.error_text(e)
             models.pop(name, None)
     names = list(models)
-    for r in range(args.rounds or (2 if args.quick else 3)):
+    for r in range(args.rounds or (2 if args.quick else 5)):
         for name in names[r % len(names) :] + names[: r % len(names)]:
             samples[name] += common.fit_step_times(keras, models[name], x, y)
     stats = {name: common.summarize(s) for name, s in samples.items()}

@@ -249,7 +249,7 @@ def main(argv=None):
     )
     parser.add_argument("--backend", required=True)
     parser.add_argument("--quick", action="store_true", help="a few steps: checks that it runs")
-    parser.add_argument("--steps", type=int, help="timed steps per side (default 60, quick 3)")
+    parser.add_argument("--steps", type=int, help="timed steps per side (default 200, quick 3)")
     parser.add_argument("--only", nargs="+", choices=sorted(MODELS))
     parser.add_argument("--jit-compile", type=int, default=None, help="TF only: 0 or 1")
     parser.add_argument("--out")
@@ -258,7 +258,7 @@ def main(argv=None):
     import keras
 
     jit_compile = {"tensorflow": bool(args.jit_compile), "jax": True}.get(args.backend, False)
-    steps = args.steps or (3 if args.quick else 60)
+    steps = args.steps or (3 if args.quick else 200)
     results = {}
     for name in args.only or list(MODELS):
         try:

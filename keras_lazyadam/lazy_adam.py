@@ -334,15 +334,7 @@ class LazyAdam(
         if touched is True and slots.fused:
             if backend.fused_dense_update(slots.state, gradient, hyper):
                 return
-        dtype = _compute_dtype(variable)
-        new = adam_update(
-            slots.read().cast(dtype),
-            ops.cast(gradient, dtype),
-            hyper,
-            touched,
-            select_m=not slots.selects_m,
-        )
-        slots.write(self, new, touched)
+        self._update_masked(slots, gradient, hyper, touched)
 
     def _hyperparameters(self, variable, learning_rate):
         """This step's `Hyperparameters` for `variable`: made once per step
@@ -405,14 +397,19 @@ class LazyAdam(
         masked by its rows: the same values as `_update_rows` (the sparse
         form of the rule; a listed row with a zero sum is updated), without
         the cost of gathers and scatters."""
-        dtype = _compute_dtype(slots.state.var)
         gradient, touched = rows.densify_with_mask(slots.state.var.shape)
+        self._update_masked(slots, gradient, hyper, touched, sparse_form=True)
+
+    def _update_masked(self, slots, gradient, hyper, touched, sparse_form=None):
+        """The rule on the whole variable, rows masked out by `touched`
+        (True: none) left as they were; see `adam_update`."""
+        dtype = _compute_dtype(slots.state.var)
         new = adam_update(
             slots.read().cast(dtype),
             ops.cast(gradient, dtype),
             hyper,
             touched,
-            sparse_form=True,
+            sparse_form=sparse_form,
             select_m=not slots.selects_m,
         )
         slots.write(self, new, touched)

@@ -265,7 +265,7 @@ class CompactSlots:
             selects = target is self.m_scale or (
                 # Only codes: an unencoded m comes out of the rule selected
                 # (a second select of it made XLA copy the whole m).
-                target is self.state.m and self.codec.first_moment_dtype
+                target is self.state.m and self.selects_m
             )
             if masked and selects:
                 # Codes after the variable, scales after the codes: each is

@@ -37,9 +37,11 @@ def bf16_stochastic(x, rng):
     return b.view(np.float32)
 
 
-def int8_power(x, p, rng=None):
-    """Per-row absmax scale; code c in [-127, 127] maps to s * sign(c) (|c|/127)^p."""
-    s = np.max(np.abs(x), axis=1, keepdims=True)
+def int8_power(x, p, rng=None, s=None):
+    """Per-row absmax scale (or `s`, a bound of it); code c in [-127, 127]
+    maps to s * sign(c) (|c|/127)^p."""
+    if s is None:
+        s = np.max(np.abs(x), axis=1, keepdims=True)
     safe = np.where(s > 0, s, 1)
     u = 127 * (np.abs(x) / safe) ** (1 / p)
     if rng is None:
@@ -75,8 +77,17 @@ def int8_dynamic(x):
     return s * np.where(u - lo < hi - u, lo, hi)
 
 
+def int8_bound(x, old, g):
+    """LazyAdam's int8 `m`: power 2, the scale a bound of the new row max
+    from the old m's row max and the gradient's (no pass over the new m)."""
+    row_max = np.max(np.abs(old), axis=1, keepdims=True)
+    s = (B1 * row_max + (1 - B1) * np.max(np.abs(g), axis=1, keepdims=True)).astype(np.float32)
+    return int8_power(x, 2, s=s)
+
+
 def formats(rng):
-    return {
+    """name -> encode-decode `f(new m, old m, gradient)` of rows."""
+    plain = {
         "float32": lambda x: x,
         "bf16 nearest": bf16_nearest,
         "bf16 stochastic": lambda x: bf16_stochastic(x, rng),
@@ -86,6 +97,9 @@ def formats(rng):
         "int8 power-3 nearest": lambda x: int8_power(x, 3),
         "int8 dynamic (bnb) nearest": int8_dynamic,
     }
+    out = {name: (lambda f: lambda x, old, g: f(x))(f) for name, f in plain.items()}
+    out["int8 power-2 nearest, bound scale"] = int8_bound
+    return out
 
 
 def run(rows, steps, seed=0):
@@ -110,7 +124,7 @@ def run(rows, steps, seed=0):
         for n in names:
             m = ms[n]
             new = B1 * m[touched] + (1 - B1) * g[touched]
-            m[touched] = fmt[n](new.astype(np.float32))
+            m[touched] = fmt[n](new.astype(np.float32), m[touched], g[touched])
         if t >= steps - 100:
             ref = ms["float32"]
             rowmax = np.max(np.abs(ref), axis=1, keepdims=True)
@@ -127,7 +141,7 @@ def run(rows, steps, seed=0):
         g = gradients()
         g[half] = 0
         for n in names:
-            ms[n] = fmt[n]((B1 * ms[n] + (1 - B1) * g).astype(np.float32))
+            ms[n] = fmt[n]((B1 * ms[n] + (1 - B1) * g).astype(np.float32), ms[n], g)
     for n in names:
         left = np.abs(ms[n][half]).sum() / np.abs(start[n][half]).sum()
         result[n] = dict(

@@ -389,8 +389,9 @@ class LazyAdam(
         if slots.fused and backend.fused_row_update(slots.state, index, gradient, hyper):
             return
         dtype = _compute_dtype(slots.state.var)
-        new = adam_update(slots.gather(index).cast(dtype), ops.cast(gradient, dtype), hyper)
-        slots.scatter(self, index, new)
+        gradient = ops.cast(gradient, dtype)
+        new = adam_update(slots.gather(index).cast(dtype), gradient, hyper)
+        slots.scatter(self, index, new, gradient, hyper.beta_1)
 
     def _update_whole(self, slots, rows, hyper):
         """A sparse gradient of a small variable applied to the whole of it,
@@ -404,15 +405,16 @@ class LazyAdam(
         """The rule on the whole variable, rows masked out by `touched`
         (True: none) left as they were; see `adam_update`."""
         dtype = _compute_dtype(slots.state.var)
+        gradient = ops.cast(gradient, dtype)
         new = adam_update(
             slots.read().cast(dtype),
-            ops.cast(gradient, dtype),
+            gradient,
             hyper,
             touched,
             sparse_form=sparse_form,
             select_m=not slots.selects_m,
         )
-        slots.write(self, new, touched)
+        slots.write(self, new, touched, gradient, hyper.beta_1)
 
     def _apply_weight_decay(self, variables):
         return  # Keras' hook; LazyAdam decays the touched rows in `update_step`

@@ -7,7 +7,8 @@ row's own update count. `row_step` holds the row's clock as LazyAdam does.
 With compact state (issue 16): `second_moment="row"` keeps v (and vhat) per
 row, shape (rows, 1, ...), from the row's mean of g^2; `first_moment_dtype`
 rounds m after each update as LazyAdam stores it (bfloat16: nearest even;
-int8: per-row scale max|m|, codes round(127 sqrt(|m| / scale)) sign(m)).
+int8: per-row scale b1 max|m_old| + (1 - b1) max|g|, a bound of max|m|,
+codes round(127 sqrt(|m| / scale)) sign(m)).
 """
 
 import numpy as np
@@ -53,6 +54,11 @@ class NumpyLazyAdam:
         a = self._alpha(lr)
         t = self.t + 1
         per_row = (-1,) + (1,) * (var.ndim - 1)
+        axes = tuple(range(1, var.ndim))
+        # int8's scale: bounds the new row max from the old one's and g's
+        bound = self.b1 * np.abs(self.m[rows]).max(axis=axes, initial=0) + (1 - self.b1) * np.abs(
+            g
+        ).max(axis=axes, initial=0)
         if self.step_mode == "catch_up":
             skipped = (t - self.row_step[rows] - 1).reshape(per_row)
             self.m[rows] *= self.b1**skipped
@@ -75,7 +81,7 @@ class NumpyLazyAdam:
         if self.wd:
             var[rows] -= var[rows] * self.wd * float(np.float32(lr))
         var[rows] -= a * self.m[rows] / (np.sqrt(denom) + self.eps)
-        self.m[rows] = stored_m(self.m[rows], self.first_moment_dtype)
+        self.m[rows] = stored_m(self.m[rows], self.first_moment_dtype, bound)
 
     def sparse(self, var, indices, values, lr=None):
         lr = self.lr if lr is None else lr
@@ -103,11 +109,14 @@ def round_bfloat16(x):
     return bits.view(np.float32)
 
 
-def encode_int8(m):
-    """`(codes, scale)` of LazyAdam's int8 first moment: per row of m."""
+def encode_int8(m, scale=None):
+    """`(codes, scale)` of LazyAdam's int8 first moment: per row of m, the
+    scale given (a bound of the row's max |m|) or max |m|."""
     m = np.asarray(m, np.float32)
     axes = tuple(range(1, m.ndim))
-    scale = np.max(np.abs(m), axis=axes)
+    if scale is None:
+        scale = np.max(np.abs(m), axis=axes)
+    scale = np.asarray(scale, np.float32)
     s = scale.reshape((-1,) + (1,) * (m.ndim - 1))
     safe = np.where(s > 0, s, np.float32(1))
     codes = np.round(np.float32(127) * np.sqrt(np.minimum(np.abs(m) / safe, 1))) * np.sign(m)
@@ -120,10 +129,11 @@ def decode_int8(codes, scale):
     return s * (c * np.abs(c)) * np.float32(1 / 127**2)
 
 
-def stored_m(m, first_moment_dtype):
-    """m as LazyAdam stores it, decoded (the row's rounding)."""
+def stored_m(m, first_moment_dtype, scale=None):
+    """m as LazyAdam stores it, decoded (the row's rounding; int8 with the
+    per-row `scale`, or max |m| where None)."""
     if first_moment_dtype is None:
         return m
     if first_moment_dtype == "bfloat16":
         return round_bfloat16(m).astype(m.dtype)
-    return decode_int8(*encode_int8(m)).astype(m.dtype)
+    return decode_int8(*encode_int8(m, scale)).astype(m.dtype)

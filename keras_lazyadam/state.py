@@ -219,8 +219,9 @@ class CompactSlots:
         self.selects_m = codec.first_moment_dtype is not None
 
     def _decode(self, stored, scale):
-        self._old = (stored.m, scale)  # the codes of the rows read, for `_encoded`
         m = decode_m(stored.m, scale, self.codec)
+        if self.m_scale is not None:  # int8: the rows' max |m| bounds their new scales
+            self._old_max = old_row_max(stored.m, scale, m, self.codec)
         v, vhat = (self._from_rows(x) for x in (stored.v, stored.vhat))
         return State(stored.var, m, v, vhat, stored.row_step)
 
@@ -239,7 +240,7 @@ class CompactSlots:
         scales are `scale_bound` of the rows read and their `gradient`."""
         bound = None
         if self.m_scale is not None:
-            bound = scale_bound(*self._old, gradient, beta_1, self.codec)
+            bound = scale_bound(self._old_max, gradient, beta_1, self.codec)
         m, scale = encode_m(new.m, self.codec, bound)
         values = State(new.var, m, self._to_rows(new.v), self._to_rows(new.vhat), new.row_step)
         pairs = list(zip(self.state, values))
@@ -296,25 +297,35 @@ def decode_m(stored, scale, codec):
     return row_scale * (codes * ops.abs(codes)) * (1.0 / (LEVELS * LEVELS))
 
 
-def scale_bound(old_codes, old_scale, gradient, beta_1, codec):
-    """int8's new per-row scales: `beta_1 max|m_old| + (1 - beta_1) max|g|`,
-    a bound of the new `max|m|` (`|m| <= beta_1 |m_old| + (1 - beta_1) |g|`
-    element by element; a catch-up decay only shrinks `m_old`). It reads
-    the old codes and the gradient, not the new `m`: XLA computed the new
-    `m` once for its row maximum and once more for the codes, and kept it
-    (a fresh table-sized array every step, 2.3x float32's dense step on
-    JAX). `max|m_old|` is the old row's exact maximum (its largest code),
-    so the bound is re-tightened at every update: at most
-    `(beta_1 M + (1 - beta_1) G) / (beta_1 M - (1 - beta_1) G)` times the
-    true maximum, measured 1.2x the relative error of the exact one
-    (`benchmarks/compact_state_rounding.py`)."""
+def old_row_max(codes, scale, decoded, codec, from_codes=None):
+    """Per row, the largest `|m|` of int8 rows: their `codes` and `scale`,
+    and `decoded`, the float rows `decode_m` made of them. The same value
+    from either, bit for bit (the decoding is monotonic in `|code|`); which
+    one is `backend.reduces_codes()`'s choice (or `from_codes`)."""
     axes = tuple(range(1, codec.rank))
-    # The largest |code|, from the codes as stored: max and -min, each
-    # reducing the int8 slot itself (an abs or a cast in front of the
-    # reduction was materialised by XLA:CPU: a table-sized float array)
-    top = ops.maximum(ops.max(old_codes, axis=axes), -ops.min(old_codes, axis=axes))
+    if from_codes is None:
+        from_codes = backend.reduces_codes()
+    if not from_codes:
+        return ops.max(ops.abs(decoded), axis=axes)
+    # The largest |code|, as max and -min, each reducing the int8 slot
+    # itself: an abs or a cast in front of the reduction was materialised
+    # by XLA:CPU (a table-sized float array).
+    top = ops.maximum(ops.max(codes, axis=axes), -ops.min(codes, axis=axes))
     top = ops.cast(top, "float32")
-    old_max = old_scale * (top * top) * (1.0 / (LEVELS * LEVELS))
+    return scale * (top * top) * (1.0 / (LEVELS * LEVELS))
+
+
+def scale_bound(old_max, gradient, beta_1, codec):
+    """int8's new per-row scales: `beta_1 max|m_old| + (1 - beta_1) max|g|`
+    (`old_max`: `old_row_max`), a bound of the new `max|m|`, since
+    `|m| <= beta_1 |m_old| + (1 - beta_1) |g|` element by element (a
+    catch-up decay only shrinks `m_old`). Known before the new `m` is: a
+    maximum over the new `m` made XLA compute it once for the maximum and
+    once more for the codes, and keep it (a fresh table-sized array every
+    step, 2.3x float32's dense step on JAX). `max|m_old|` is exact, so the
+    bound does not drift; it costs 1.2x the relative error of the exact
+    maximum on simulated rows (`benchmarks/compact_state_rounding.py`)."""
+    axes = tuple(range(1, codec.rank))
     beta_1 = ops.cast(beta_1, "float32")
     new_g = ops.max(ops.abs(ops.cast(gradient, "float32")), axis=axes)
     return beta_1 * old_max + (1 - beta_1) * new_g

@@ -262,6 +262,32 @@ def test_codes_of_the_numpy_oracle():
     assert round_bfloat16(np.float32(1 + 3 * 2**-8)) == 1 + 2**-6
 
 
+def test_old_row_max_from_codes_or_decoded_rows_bit_for_bit():
+    """int8's old row maximum is the same value whether the backend reduces
+    the codes or the decoded rows (`backend.reduces_codes`), NaN scales,
+    zero rows and -127 codes included."""
+    from keras import ops
+
+    from keras_lazyadam import state
+
+    rng = np.random.default_rng(0)
+    codes = rng.integers(-127, 128, size=(64, 2, 5)).astype("int8")
+    codes[0] = 0
+    codes[1, 0, 0] = -127
+    scale = (10.0 ** rng.uniform(-30, 3, size=64)).astype("float32")
+    scale[2] = np.nan
+    codec = state.Codec(3, "element", "int8")
+    codes_t, scale_t = ops.convert_to_tensor(codes), ops.convert_to_tensor(scale)
+    decoded = state.decode_m(codes_t, scale_t, codec)
+    both = [
+        numpy(state.old_row_max(codes_t, scale_t, decoded, codec, from_codes=f))
+        for f in (True, False)
+    ]
+    np.testing.assert_array_equal(both[0].view(np.uint32), both[1].view(np.uint32))
+    expected = np.abs(decode_int8(codes, scale)).max(axis=(1, 2))
+    np.testing.assert_array_equal(both[0], expected)
+
+
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda c: c["testcase_name"])
 def test_load_tfa_weights_converts_to_the_compact_state(config):
     """tfa's full m and v: v (and vhat) become row means, m is encoded."""

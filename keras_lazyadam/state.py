@@ -294,7 +294,14 @@ def decode_m(stored, scale, codec):
         return ops.cast(backend.bitcast(stored, "bfloat16"), "float32")
     codes = ops.cast(stored, "float32")
     row_scale = scale[(slice(None),) + (None,) * (codec.rank - 1)]
-    return row_scale * (codes * ops.abs(codes)) * (1.0 / (LEVELS * LEVELS))
+    return _from_squares(row_scale, codes * ops.abs(codes))
+
+
+def _from_squares(scale, squares):
+    """`scale (c |c|) / 127^2`, the decoding of codes `c`: one order of
+    operations for `decode_m` and `old_row_max`, which must agree bit for
+    bit."""
+    return scale * squares * (1.0 / (LEVELS * LEVELS))
 
 
 def old_row_max(codes, scale, decoded, codec, from_codes=None):
@@ -312,7 +319,7 @@ def old_row_max(codes, scale, decoded, codec, from_codes=None):
     # by XLA:CPU (a table-sized float array).
     top = ops.maximum(ops.max(codes, axis=axes), -ops.min(codes, axis=axes))
     top = ops.cast(top, "float32")
-    return scale * (top * top) * (1.0 / (LEVELS * LEVELS))
+    return _from_squares(scale, top * top)
 
 
 def scale_bound(old_max, gradient, beta_1, codec):

@@ -54,11 +54,12 @@ class NumpyLazyAdam:
         a = self._alpha(lr)
         t = self.t + 1
         per_row = (-1,) + (1,) * (var.ndim - 1)
-        axes = tuple(range(1, var.ndim))
-        # int8's scale: bounds the new row max from the old one's and g's
-        bound = self.b1 * np.abs(self.m[rows]).max(axis=axes, initial=0) + (1 - self.b1) * np.abs(
-            g
-        ).max(axis=axes, initial=0)
+        bound = None
+        if self.first_moment_dtype == "int8":
+            # int8's scale: bounds the new row max from the old one's and g's
+            axes = tuple(range(1, var.ndim))
+            old_max = np.abs(self.m[rows]).max(axis=axes, initial=0)
+            bound = self.b1 * old_max + (1 - self.b1) * np.abs(g).max(axis=axes, initial=0)
         if self.step_mode == "catch_up":
             skipped = (t - self.row_step[rows] - 1).reshape(per_row)
             self.m[rows] *= self.b1**skipped
